@@ -1,0 +1,18 @@
+"""One database address, spelled for each client library."""
+
+from __future__ import annotations
+
+
+def sqlalchemy_url(url: str) -> str:
+    """`postgresql+psycopg://...` for SQLAlchemy from a libpq URL ('' means the PG* variables)."""
+    if not url:
+        return "postgresql+psycopg://"
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    raise ValueError(f"not a postgresql:// URL: {url.split('@')[-1]!r}")
+
+
+def libpq_url(url: str) -> str:
+    """A URL psycopg accepts directly (SQLAlchemy's driver suffix removed)."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)

@@ -1,0 +1,3 @@
+"""rowcast: every row change in Postgres as a live event."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,26 @@
+"""Every error rowcast raises on purpose; each docstring is its default message."""
+
+from __future__ import annotations
+
+
+class RowcastError(Exception):
+    """rowcast failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigError(RowcastError):
+    """The configuration is invalid."""
+
+
+class EmbeddedPostgresError(RowcastError):
+    """The embedded Postgres server could not be run."""
+
+
+class CaptureError(RowcastError):
+    """Capture could not be changed on that table."""
+
+
+class PoolerDetected(RowcastError):
+    """LISTEN is not possible through a transaction-pooling PgBouncer; connect the notifier directly to Postgres."""

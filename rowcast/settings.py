@@ -1,0 +1,153 @@
+"""Settings from the environment, with CLI overrides layered on top."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from rowcast.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from '250ms', '30s', '5m', '24h', '7d' or a bare number of seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(f"not a duration: {text!r} (use e.g. 500ms, 30s, 5m, 24h, 7d)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    env: str
+    help: str
+
+
+# One table, also rendered into the README: name -> (environment variable, meaning).
+ENV: dict[str, Setting] = {
+    "database_url": Setting("DATABASE_URL", "Postgres URL; unset (and no PG* vars): embedded Postgres"),
+    "data_dir": Setting("ROWCAST_DATA_DIR", "where the embedded Postgres keeps its data"),
+    "host": Setting("ROWCAST_HOST", "interface to bind (default 127.0.0.1)"),
+    "port": Setting("ROWCAST_PORT", "HTTP port (default 8080)"),
+    "auth": Setting("ROWCAST_AUTH", "open | token (default: open for `up`, token otherwise)"),
+    "jwt_secret": Setting("ROWCAST_JWT_SECRET", "HS256 secret for tokens (required in token mode)"),
+    "jwt_audience": Setting("ROWCAST_JWT_AUDIENCE", "expected `aud` claim (default rowcast)"),
+    "allowed_origins": Setting(
+        "ROWCAST_ALLOWED_ORIGINS", "comma-separated Origins allowed on /ws and /sse (default: same host)"
+    ),
+    "cors_origins": Setting("ROWCAST_CORS_ORIGINS", "comma-separated Origins given CORS headers"),
+    "retention": Setting("ROWCAST_RETENTION", "how long the change log keeps events (default 24h)"),
+    "checkpoint_interval": Setting(
+        "ROWCAST_CHECKPOINT_INTERVAL", "checkpoint cadence while events flow (default 100ms)"
+    ),
+    "heartbeat": Setting("ROWCAST_HEARTBEAT", "WebSocket ping / SSE keep-alive interval (default 15s)"),
+    "queue_messages": Setting("ROWCAST_QUEUE_MESSAGES", "per-client queue bound, messages (default 1000)"),
+    "queue_bytes": Setting("ROWCAST_QUEUE_BYTES", "per-client queue bound, bytes (default 4194304)"),
+    "max_frame_bytes": Setting("ROWCAST_MAX_FRAME_BYTES", "largest client frame (default 65536)"),
+    "max_subscriptions": Setting("ROWCAST_MAX_SUBSCRIPTIONS", "subscriptions per socket (default 64)"),
+    "max_client_rate": Setting("ROWCAST_MAX_CLIENT_RATE", "client frames per second per socket (default 50)"),
+    "max_connections_per_subject": Setting(
+        "ROWCAST_MAX_CONNECTIONS_PER_SUBJECT", "open sockets per token subject (default 32)"
+    ),
+    "max_body_bytes": Setting("ROWCAST_MAX_BODY_BYTES", "largest REST request body (default 1048576)"),
+    "max_page_size": Setting("ROWCAST_MAX_PAGE_SIZE", "largest REST page (default 500)"),
+    "wake_mode": Setting("ROWCAST_WAKE_MODE", "notify | coalesced (default notify)"),
+    "log_level": Setting("ROWCAST_LOG_LEVEL", "DEBUG | INFO | WARNING (default INFO)"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    data_dir: Path = dataclasses.field(default_factory=lambda: Path(platformdirs.user_data_dir("rowcast")))
+    host: str = "127.0.0.1"
+    port: int = 8080
+    auth: str = "token"
+    jwt_secret: str | None = None
+    jwt_audience: str = "rowcast"
+    allowed_origins: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    retention: float = 24 * 3600.0
+    checkpoint_interval: float = 0.1
+    heartbeat: float = 15.0
+    queue_messages: int = 1000
+    queue_bytes: int = 4 * 1024 * 1024
+    max_frame_bytes: int = 64 * 1024
+    max_subscriptions: int = 64
+    max_client_rate: float = 50.0
+    max_connections_per_subject: int = 32
+    max_body_bytes: int = 1024 * 1024
+    max_page_size: int = 500
+    wake_mode: str = "notify"
+    log_level: str = "INFO"
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with the given fields changed (None values are ignored, as from argparse)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def __post_init__(self) -> None:
+        if self.auth not in ("open", "token"):
+            raise ConfigError(f"ROWCAST_AUTH must be 'open' or 'token', not {self.auth!r}")
+        if self.wake_mode not in ("notify", "coalesced"):
+            raise ConfigError(f"ROWCAST_WAKE_MODE must be 'notify' or 'coalesced', not {self.wake_mode!r}")
+        if self.auth == "token" and not self.jwt_secret:
+            raise ConfigError("token auth needs ROWCAST_JWT_SECRET (or run with ROWCAST_AUTH=open)")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port {self.port} is out of range")
+
+    @property
+    def uses_embedded(self) -> bool:
+        return self.database_url is None
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+_CONVERT: dict[str, Any] = {
+    "data_dir": Path,
+    "port": int,
+    "allowed_origins": _split,
+    "cors_origins": _split,
+    "retention": parse_duration,
+    "checkpoint_interval": parse_duration,
+    "heartbeat": parse_duration,
+    "queue_messages": int,
+    "queue_bytes": int,
+    "max_frame_bytes": int,
+    "max_subscriptions": int,
+    "max_client_rate": float,
+    "max_connections_per_subject": int,
+    "max_body_bytes": int,
+    "max_page_size": int,
+}
+
+
+def from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from environment variables; keyword overrides (e.g. CLI flags) win when not None."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, setting in ENV.items():
+        raw = env.get(setting.env)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[name] = _CONVERT.get(name, str)(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{setting.env}={raw!r} is invalid: {exc}") from None
+    if "database_url" not in values and any(env.get(k) for k in ("PGHOST", "PGDATABASE", "PGSERVICE")):
+        # libpq reads the PG* variables itself when given an empty conninfo.
+        values["database_url"] = ""
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**values)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from None

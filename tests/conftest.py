@@ -1,0 +1,67 @@
+"""Shared fixtures: one Postgres server and one migrated template database per session."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from db import migrate
+from tests.pg import Server, test_server
+
+
+@pytest.fixture(scope="session")
+def tmp_root() -> Iterator[Path]:
+    # Short and world-traversable: the embedded server runs as another user when we are root.
+    path = Path(tempfile.mkdtemp(prefix="rct-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_root: Path) -> Iterator[Server]:
+    server = test_server(tmp_root)
+    yield server
+    if server.embedded is not None:
+        server.embedded.destroy()
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server: Server) -> Iterator[str]:
+    """A database migrated to Alembic head, marked as template; every test clones it."""
+    name = f"rowcast_tmpl_{uuid.uuid4().hex[:10]}"
+    janitor = pg_server.janitor(name, as_template=False)
+    janitor.init()
+    migrate.upgrade(pg_server.url(name))
+    with psycopg.connect(pg_server.url(pg_server.maintenance_db), autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" WITH is_template true')
+    janitor.as_template = True
+    yield name
+    janitor.drop()
+
+
+@pytest.fixture
+def db_url(pg_server: Server, template_db: str) -> Iterator[str]:
+    """URL of a fresh database cloned from the migrated template."""
+    with pg_server.database(template_db) as url:
+        yield url
+
+
+@pytest.fixture
+def conn(db_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    with psycopg.connect(db_url, autocommit=True, application_name="pytest") as connection:
+        yield connection
+
+
+@pytest.fixture
+async def aconn(db_url: str) -> AsyncIterator[psycopg.AsyncConnection[tuple[object, ...]]]:
+    async with await psycopg.AsyncConnection.connect(
+        db_url, autocommit=True, application_name="pytest"
+    ) as connection:
+        yield connection
