@@ -1,0 +1,96 @@
+"""Who may connect: token, Origin allow-list, per-subject connection limit, frame rate."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from rowcast.auth import OPEN, AuthError, Principal, bearer, decode_token
+from rowcast.settings import Settings
+
+SUBPROTOCOL = "rowcast.v1"
+_BEARER_PROTOCOL = "bearer."
+
+
+def token_from(request: web.Request) -> str | None:
+    """The token from the Authorization header, a `bearer.<jwt>` subprotocol, or ?token=."""
+    header = bearer(request.headers.get("Authorization"))
+    if header:
+        return header
+    for proto in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+        proto = proto.strip()
+        if proto.startswith(_BEARER_PROTOCOL):
+            return proto[len(_BEARER_PROTOCOL) :]
+    return request.query.get("token") or None
+
+
+def principal_for(request: web.Request, settings: Settings) -> Principal:
+    if settings.auth == "open":
+        return OPEN
+    token = token_from(request)
+    if not token:
+        raise AuthError("a token is required (Authorization: Bearer, subprotocol bearer.<token>, or ?token=)")
+    assert settings.jwt_secret is not None
+    return decode_token(token, settings.jwt_secret, settings.jwt_audience)
+
+
+def origin_allowed(request: web.Request, settings: Settings) -> bool:
+    """Cross-site WebSocket hijacking guard: a browser's Origin must be allowed.
+
+    Clients that send no Origin (servers, CLIs) are not browsers riding a user's cookies.
+    Without a configured allow-list, only the page's own origin (same host) is allowed.
+    """
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    if settings.allowed_origins:
+        return origin in settings.allowed_origins or "*" in settings.allowed_origins
+    host = request.headers.get("X-Forwarded-Host") or request.host
+    return urlsplit(origin).netloc == host
+
+
+class ConnectionLimiter:
+    """Open connections per token subject (token mode only: open mode has no subjects)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.counts: Counter[str] = Counter()
+
+    def acquire(self, principal: Principal) -> bool:
+        if principal.anonymous:
+            return True
+        if self.counts[principal.sub] >= self.limit:
+            return False
+        self.counts[principal.sub] += 1
+        return True
+
+    def release(self, principal: Principal) -> None:
+        if principal.anonymous:
+            return
+        self.counts[principal.sub] -= 1
+        if self.counts[principal.sub] <= 0:
+            del self.counts[principal.sub]
+
+
+class RateLimiter:
+    """Token bucket for client frames: `rate` per second, bursts up to twice that."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(2.0 * rate, 1.0)
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+        self.violations = 0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        self.violations += 1
+        return False

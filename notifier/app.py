@@ -1,0 +1,132 @@
+"""The notifier's aiohttp application: `setup()` mounts it on any app, `create_app()` runs it alone."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import AsyncIterator
+
+import psycopg
+from aiohttp import WSCloseCode, web
+from psycopg_pool import AsyncConnectionPool
+
+from notifier.access import ConnectionLimiter
+from notifier.catalog import Catalog
+from notifier.hub import Hub
+from notifier.listener import Listener, event_lag_seconds
+from notifier.longpoll import changes
+from notifier.metrics import Metrics
+from notifier.service import Notifier
+from notifier.sse import sse
+from notifier.state import ACCESS, LISTENER, NOTIFIER, SOCKETS, STREAMS
+from notifier.ws import websocket
+from rowcast.settings import Settings
+
+log = logging.getLogger("rowcast.notifier")
+
+
+def _database_url(settings: Settings) -> str:
+    if settings.database_url is not None:
+        return settings.database_url
+    from rowcast.database import resolve_url
+
+    return resolve_url(settings)
+
+
+def setup(app: web.Application, settings: Settings) -> None:
+    """Add the notifier's routes and lifecycle to `app`."""
+    url = _database_url(settings)
+    app[SOCKETS] = weakref.WeakSet()
+    app[STREAMS] = set()
+    app[ACCESS] = ConnectionLimiter(settings.max_connections_per_subject)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[object, ...]]] = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=8,
+            open=False,
+            kwargs={"autocommit": True, "application_name": "rowcast-notifier"},
+            name="rowcast-notifier",
+        )
+        await pool.open(wait=False)
+        metrics = Metrics()
+        hub = Hub()
+        notifier = Notifier(settings, pool, hub, Catalog(pool), metrics)
+
+        def observe(event: object) -> None:
+            metrics.events_in.inc()
+            lag = event_lag_seconds(event)  # type: ignore[arg-type]
+            if lag is not None:
+                metrics.lag.observe(max(lag, 0.0))
+
+        listener = Listener(
+            url, hub, pool, checkpoint_interval=settings.checkpoint_interval, on_event=observe
+        )
+        app[NOTIFIER] = notifier
+        app[LISTENER] = listener
+        tasks = [
+            asyncio.create_task(listener.run(), name="rowcast-listener"),
+            asyncio.create_task(listener.send_markers(), name="rowcast-checkpoints"),
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await pool.close()
+
+    async def close_clients(app: web.Application) -> None:
+        """Graceful shutdown: every socket gets 1001 Going Away, every SSE stream ends."""
+        streams: set[asyncio.Event] = app[STREAMS]
+        for done in tuple(streams):
+            done.set()
+        open_sockets: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS]
+        sockets = tuple(open_sockets)
+        await asyncio.gather(
+            *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down") for ws in sockets),
+            return_exceptions=True,
+        )
+
+    app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(close_clients)
+    app.router.add_get("/ws", websocket)
+    app.router.add_get("/sse", sse)
+    app.router.add_get("/changes", changes)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_endpoint)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    listener = request.app[LISTENER]
+    if listener.fatal is not None:
+        return web.json_response({"status": "failed", "error": str(listener.fatal)}, status=503)
+    if not listener.ready.is_set():
+        return web.json_response({"status": "unavailable", "listening": False}, status=503)
+    return web.json_response({"status": "ok", "listening": True})
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    notifier = request.app[NOTIFIER]
+    listener = request.app[LISTENER]
+    m = notifier.metrics
+    m.listening.set(1 if listener.ready.is_set() else 0)
+    m.subscriptions.set(notifier.hub.subscription_count)
+    m.reconnects._value.set(listener.reconnects)  # mirrors the listener's own count
+    m.malformed._value.set(listener.malformed)
+    try:
+        async with asyncio.timeout(2), notifier.pool.connection(timeout=2) as conn:
+            row = await (await conn.execute("SELECT pg_notification_queue_usage()")).fetchone()
+        if row is not None:
+            m.queue_usage.set(float(row[0]))
+    except (psycopg.Error, TimeoutError) as exc:
+        log.debug("queue usage unavailable: %s", exc)
+    return web.Response(body=m.render(), content_type="text/plain", charset="utf-8")
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application()
+    setup(app, settings)
+    return app

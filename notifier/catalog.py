@@ -1,0 +1,65 @@
+"""The captured tables and their columns: what a subscription may name."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from rowcast.auth import qualify
+
+_QUERY = """
+SELECT c.schema_name, c.table_name, c.pk_columns, a.attname::text, t.typcategory::text
+  FROM rowcast.captured c
+  JOIN pg_attribute a
+    ON a.attrelid = to_regclass(format('%I.%I', c.schema_name, c.table_name))
+   AND a.attnum > 0 AND NOT a.attisdropped
+  JOIN pg_type t ON t.oid = a.atttypid
+ ORDER BY c.schema_name, c.table_name, a.attnum
+"""
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    schema: str
+    name: str
+    pk: tuple[str, ...]
+    columns: dict[str, str]  # column -> pg_type.typcategory
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+class Catalog:
+    """Loaded on demand; reloaded when a name is not found (at most once a second)."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self._pool = pool
+        self._tables: dict[str, TableInfo] = {}
+        self._loaded_at = 0.0
+
+    async def get(self, table: str) -> TableInfo | None:
+        name = qualify(table)
+        info = self._tables.get(name)
+        if info is None and time.monotonic() - self._loaded_at > 1.0:
+            await self.reload()
+            info = self._tables.get(name)
+        return info
+
+    def cached(self, table: str) -> TableInfo | None:
+        return self._tables.get(qualify(table))
+
+    async def reload(self) -> None:
+        async with self._pool.connection() as conn:
+            rows = await (await conn.execute(_QUERY)).fetchall()
+        tables: dict[str, TableInfo] = {}
+        for schema, name, pk, column, category in rows:
+            key = f"{schema}.{name}"
+            if key not in tables:
+                tables[key] = TableInfo(schema, name, tuple(pk), {})
+            tables[key].columns[column] = category
+        self._tables = tables
+        self._loaded_at = time.monotonic()

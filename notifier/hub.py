@@ -1,0 +1,240 @@
+"""Fan-out: subscriptions indexed by table, one bounded outbox per client session.
+
+`Hub.publish` runs synchronously in the listener's loop: it never awaits, never touches the
+database, and never waits for a client. A slow client only fills its own outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from notifier.events import Event
+from notifier.filters import Filter
+from notifier.outbox import Frame, Outbox
+from rowcast.auth import Principal
+
+log = logging.getLogger("rowcast.notifier.hub")
+
+REPLAYING, LIVE = "replaying", "live"
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _project(image: dict[str, Any] | None, columns: tuple[str, ...] | None) -> dict[str, Any] | None:
+    if image is None or columns is None:
+        return image
+    return {k: v for k, v in image.items() if k in columns}
+
+
+def encode_view(event: Event, variant: str, columns: tuple[str, ...] | None) -> str:
+    """The change body for one view of an event, encoded once per (variant, columns)."""
+    cache_key = (variant, columns)
+    body = event.encoded.get(cache_key)
+    if body is not None:
+        return body
+    fields: dict[str, Any] = {
+        "id": event.id,
+        "schema": event.schema,
+        "table": event.table,
+        "op": event.op,
+        "pk": event.pk,
+        "row": _project(event.row, columns),
+        "old": _project(event.old, columns),
+        "actor": event.actor,
+        "at": event.at,
+    }
+    if variant == "in":  # an update moved the row into this subscriber's view
+        fields.update(op="insert", old=None, moved="in")
+    elif variant == "out":  # ... or out of it: only the key, never the other side's data
+        fields.update(op="delete", row=None, old=dict(event.pk or {}), moved="out")
+    body = dumps(fields)
+    event.encoded[cache_key] = body
+    return body
+
+
+@dataclass(eq=False)
+class Subscription:
+    ref: str
+    session: Session
+    table: str  # qualified
+    pk: tuple[str, ...]
+    filter: Filter
+    columns: tuple[str, ...] | None
+    mode: str  # all | latest
+    state: str = REPLAYING
+    buffer: list[Event] = field(default_factory=list)
+    prefix: str = ""
+
+    def __post_init__(self) -> None:
+        self.prefix = '{"type":"change","ref":' + dumps(self.ref) + ","
+        if self.columns is not None:
+            self.columns = tuple(dict.fromkeys((*self.pk, *self.columns)))
+
+    def _visible(self, image: dict[str, Any] | None) -> bool:
+        return (
+            image is not None
+            and self.filter.matches(image)
+            and self.session.principal.in_scope(self.table, image)
+        )
+
+    def variant(self, event: Event) -> str | None:
+        """How this subscriber sees the event: full, in, out, or not at all (None)."""
+        if event.op == "truncate":
+            return "full"
+        unfiltered = not self.filter.predicates and not self.session.principal.scope(self.table)
+        if unfiltered:
+            return "full"
+        if event.op == "insert":
+            return "full" if self._visible(event.row) else None
+        if event.op == "delete":
+            return "full" if self._visible(event.old) else None
+        was, now = self._visible(event.old_image()), self._visible(event.row)
+        if was and now:
+            return "full"
+        if now:
+            return "in"
+        if was:
+            return "out"
+        return None
+
+    def render(self, event: Event) -> str | None:
+        variant = self.variant(event)
+        if variant is None:
+            return None
+        return self.prefix + encode_view(event, variant, self.columns)[1:]
+
+    def offer(self, event: Event) -> None:
+        """From the hub: buffer while replaying, else deliver."""
+        if self.state == REPLAYING:
+            self.buffer.append(event)
+            if len(self.buffer) > self.session.outbox.max_messages * 10:
+                self.session.close(4008, "slow consumer: too many changes during replay")
+            return
+        self.session.deliver(self, event)
+
+
+class Session:
+    """One client connection (WebSocket, SSE stream or long-poll wait), any transport."""
+
+    def __init__(
+        self,
+        principal: Principal,
+        outbox: Outbox,
+        on_close: Callable[[int, str], None],
+        on_drop: Callable[[], None] | None = None,
+    ) -> None:
+        self.principal = principal
+        self.outbox = outbox
+        self.subscriptions: dict[str, Subscription] = {}
+        self.replaying = 0
+        self.held_checkpoint: str | None = None
+        self.closed = False
+        self._on_close = on_close
+        self._on_drop = on_drop
+
+    def send(self, kind: str, payload: dict[str, Any], sse_id: str | None = None) -> None:
+        if self.closed:
+            return
+        if not self.outbox.put(Frame(kind, dumps({"type": kind, **payload}), sse_id)):
+            self._overflow()
+
+    def deliver(self, sub: Subscription, event: Event) -> bool:
+        """Queue one change for this subscriber; False if it did not match."""
+        if self.closed:
+            return False
+        data = sub.render(event)
+        if data is None:
+            return False
+        frame = Frame("change", data, key=f"{sub.ref}\x00{event.row_key}")
+        if not self.outbox.put(frame, coalesce=sub.mode == "latest"):
+            self._overflow()
+        return True
+
+    def checkpoint(self, cursor: str) -> None:
+        if not self.subscriptions or self.closed:
+            return
+        if self.replaying:
+            # A checkpoint promises everything before it was sent: hold it until replays finish.
+            self.held_checkpoint = cursor
+            return
+        self.send("checkpoint", {"cursor": cursor}, sse_id=cursor)
+
+    def replay_finished(self) -> None:
+        self.replaying -= 1
+        if self.replaying == 0 and self.held_checkpoint is not None:
+            cursor, self.held_checkpoint = self.held_checkpoint, None
+            self.checkpoint(cursor)
+
+    def _overflow(self) -> None:
+        if self._on_drop is not None:
+            self._on_drop()
+        self.close(4008, "slow consumer: resume from your last cursor")
+
+    def close(self, code: int, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            self._on_close(code, reason)
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.by_table: dict[str, set[Subscription]] = {}
+        self.sessions: set[Session] = set()
+        self.waiters: dict[str, set[asyncio.Event]] = {}
+        self.events_in = 0
+
+    def add_session(self, session: Session) -> None:
+        self.sessions.add(session)
+
+    def remove_session(self, session: Session) -> None:
+        self.sessions.discard(session)
+        for sub in list(session.subscriptions.values()):
+            self.unregister(sub)
+
+    def register(self, sub: Subscription) -> None:
+        self.by_table.setdefault(sub.table, set()).add(sub)
+        sub.session.subscriptions[sub.ref] = sub
+
+    def unregister(self, sub: Subscription) -> None:
+        subs = self.by_table.get(sub.table)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self.by_table[sub.table]
+        if sub.session.subscriptions.get(sub.ref) is sub:
+            del sub.session.subscriptions[sub.ref]
+
+    @property
+    def subscription_count(self) -> int:
+        return sum(len(s) for s in self.by_table.values())
+
+    def publish(self, event: Event) -> None:
+        self.events_in += 1
+        for sub in tuple(self.by_table.get(event.qualified, ())):
+            sub.offer(event)
+        for waiter in self.waiters.get(event.qualified, ()):
+            waiter.set()
+
+    def add_waiter(self, table: str) -> asyncio.Event:
+        """An event set when a change of `table` arrives (long-poll waits on it)."""
+        waiter = asyncio.Event()
+        self.waiters.setdefault(table, set()).add(waiter)
+        return waiter
+
+    def remove_waiter(self, table: str, waiter: asyncio.Event) -> None:
+        waiters = self.waiters.get(table)
+        if waiters is not None:
+            waiters.discard(waiter)
+            if not waiters:
+                del self.waiters[table]
+
+    def checkpoint(self, cursor: str) -> None:
+        for session in tuple(self.sessions):
+            session.checkpoint(cursor)

@@ -1,0 +1,254 @@
+"""The one LISTEN connection of a notifier process, its checkpoints and its catch-up.
+
+Stream order is everything here: events and checkpoint markers are handed to the hub in exactly
+the order Postgres delivered them (commit order). After a reconnect the listener replays the log
+from its last checkpoint before it forwards anything received live, so nothing is lost while
+the connection was down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import secrets
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+
+from notifier.events import Event
+from notifier.hub import Hub
+from notifier.replay import CursorExpired, Pool, current_snapshot, fetch_event, replay
+from notifier.snapshot import BadCursor, Snapshot
+from rowcast.errors import PoolerDetected
+
+log = logging.getLogger("rowcast.notifier.listener")
+
+CHANNEL = "rowcast"
+_END = object()
+
+
+class Listener:
+    def __init__(
+        self,
+        url: str,
+        hub: Hub,
+        pool: Pool,
+        *,
+        checkpoint_interval: float = 0.1,
+        idle_checkpoint_interval: float = 2.0,
+        liveness_timeout: float = 5.0,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.url = url
+        self.hub = hub
+        self.pool = pool
+        self.checkpoint_interval = checkpoint_interval
+        self.idle_checkpoint_interval = idle_checkpoint_interval
+        self.liveness_timeout = liveness_timeout
+        self.on_event = on_event
+        self.last_checkpoint: Snapshot | None = None
+        self.ready = asyncio.Event()  # LISTENing and caught up
+        self.reconnects = 0
+        self.malformed = 0
+        self.fatal: Exception | None = None
+        self._events_since_marker = 0
+        self._last_marker = 0.0
+        self._probe: str | None = None
+        # After a catch-up: the replay's snapshot; queued events it saw were already delivered.
+        self._replayed_upto: Snapshot | None = None
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Listen forever: reconnect with backoff and catch up after every drop."""
+        delay = 0.05
+        while True:
+            started = time.monotonic()
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except PoolerDetected as exc:
+                self.fatal = exc
+                self.ready.clear()
+                log.critical("%s", exc)
+                return
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                self.ready.clear()
+                log.warning(
+                    "LISTEN connection lost: %s", str(exc).strip().splitlines()[0] if str(exc) else exc
+                )
+            self.ready.clear()
+            self.reconnects += 1
+            if time.monotonic() - started > 10:
+                delay = 0.05
+            # Full jitter keeps replicas from reconnecting in lockstep after a Postgres restart.
+            await asyncio.sleep(random.uniform(0, delay))  # noqa: S311 -- jitter, not crypto
+            delay = min(delay * 2, 5.0)
+
+    async def _session(self) -> None:
+        conn = await AsyncConnection.connect(self.url, autocommit=True, application_name="rowcast-listener")
+        try:
+            await conn.execute(f"LISTEN {CHANNEL}")
+            queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=100_000)
+            reader = asyncio.create_task(self._read(conn, queue), name="rowcast-listen-reader")
+            try:
+                await self._probe_listen()
+                await self._catch_up(queue)
+                self.ready.set()
+                log.info("listening on channel %r", CHANNEL)
+                await self._dispatch(queue, reader)
+            finally:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+        finally:
+            self.ready.clear()
+            await conn.close()
+
+    async def _read(self, conn: AsyncConnection[Any], queue: asyncio.Queue[Any]) -> None:
+        """Move notifications into the queue; a quiet spell triggers a liveness check."""
+        try:
+            while True:
+                got_any = False
+                async for notify in conn.notifies(timeout=self.liveness_timeout):
+                    got_any = True
+                    await queue.put(notify.payload)
+                if not got_any:
+                    async with asyncio.timeout(self.liveness_timeout):
+                        await conn.execute("SELECT 1")
+        except BaseException as exc:
+            await queue.put((_END, exc))
+            raise
+
+    async def _next(self, queue: asyncio.Queue[Any]) -> str:
+        item = await queue.get()
+        if isinstance(item, tuple) and item and item[0] is _END:
+            error = item[1]
+            raise error if isinstance(error, Exception) else ConnectionError("listener stopped")
+        return str(item)
+
+    async def _probe_listen(self) -> None:
+        """Prove LISTEN works on this connection: a transaction-pooling PgBouncer breaks it silently."""
+        nonce = secrets.token_hex(8)
+        self._probe = nonce
+        async with self.pool.connection() as conn:
+            await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps({"probe": nonce})))
+
+    # -- catch-up and dispatch -----------------------------------------------------------------
+
+    async def _catch_up(self, queue: asyncio.Queue[Any]) -> None:
+        """Replay what was committed since the last checkpoint; live notifications wait meanwhile."""
+        if self.last_checkpoint is None:
+            # First start: live from here on; this snapshot is where a later catch-up begins.
+            self.last_checkpoint = await current_snapshot(self.pool)
+            self._replayed_upto = None
+            return
+        try:
+            async with replay(self.pool, self.last_checkpoint) as (now, events):
+                count = 0
+                async for event in events:
+                    self._publish(event)
+                    count += 1
+        except (CursorExpired, BadCursor) as exc:
+            log.error("catch-up impossible (%s): clients must resync", exc)
+            now = await current_snapshot(self.pool)
+            count = 0
+        log.info("caught up: %d change(s) replayed since the last checkpoint", count)
+        self._replayed_upto = now
+        # Everything `now` sees has been delivered: that is a checkpoint in its own right.
+        self._checkpoint(now)
+
+    async def _dispatch(self, queue: asyncio.Queue[Any], reader: asyncio.Task[None]) -> None:
+        probe_deadline = time.monotonic() + 5.0
+        while True:
+            if self._probe is not None and time.monotonic() > probe_deadline:
+                raise PoolerDetected(
+                    "LISTEN does not receive notifications on this connection (is it behind PgBouncer "
+                    "in transaction mode?); point the notifier directly at Postgres"
+                )
+            try:
+                async with asyncio.timeout(1.0 if self._probe is not None else None):
+                    payload = await self._next(queue)
+            except TimeoutError:
+                continue
+            await self._handle(payload)
+
+    async def _handle(self, payload: str) -> None:
+        try:
+            data = json.loads(payload)
+            if not isinstance(data, dict):
+                raise ValueError("payload is not an object")
+            if "checkpoint" in data:
+                self._checkpoint(Snapshot.parse(str(data["checkpoint"])))
+                return
+            if "probe" in data:
+                if data["probe"] == self._probe:
+                    self._probe = None
+                return
+            if data.get("ref") is True:
+                event = await fetch_event(self.pool, int(data["id"]))
+                if event is None:
+                    log.warning("change %s announced by reference is not in the log (pruned?)", data["id"])
+                    return
+            else:
+                event = Event.from_payload(data)
+        except (ValueError, KeyError, TypeError) as exc:
+            self.malformed += 1
+            log.warning("skipped a malformed notification (%s): %.200r", exc, payload)
+            return
+        replayed = self._replayed_upto
+        if replayed is not None:
+            if replayed.visible(event.xid):
+                return  # committed before the catch-up's snapshot: already replayed
+            # Stream order is commit order: nothing after this was seen by the replay.
+            self._replayed_upto = None
+        self._publish(event)
+
+    def _publish(self, event: Event) -> None:
+        self._events_since_marker += 1
+        if self.on_event is not None:
+            self.on_event(event)
+        self.hub.publish(event)
+
+    def _checkpoint(self, snap: Snapshot) -> None:
+        self.last_checkpoint = snap
+        self.hub.checkpoint(str(snap))
+
+    # -- checkpoint markers --------------------------------------------------------------------
+
+    async def send_markers(self) -> None:
+        """Every interval while events flow (and now and then when idle), send a marker.
+
+        The marker carries the sender's snapshot; when it comes back on the LISTEN connection,
+        every change committed by a transaction that snapshot sees has already arrived before it.
+        """
+        while True:
+            await asyncio.sleep(self.checkpoint_interval)
+            if not self.ready.is_set():
+                continue
+            idle_for = time.monotonic() - self._last_marker
+            if not self._events_since_marker and idle_for < self.idle_checkpoint_interval:
+                continue
+            self._events_since_marker = 0
+            self._last_marker = time.monotonic()
+            try:
+                async with self.pool.connection() as conn:
+                    await conn.execute(
+                        "SELECT pg_notify(%s, json_build_object('checkpoint', pg_current_snapshot()::text)::text)",
+                        (CHANNEL,),
+                    )
+            except psycopg.Error as exc:
+                log.warning("could not send a checkpoint marker: %s", exc)
+
+
+def event_lag_seconds(event: Event) -> float | None:
+    try:
+        return time.time() - datetime.fromisoformat(event.at).timestamp()
+    except ValueError:
+        return None

@@ -1,0 +1,44 @@
+"""Prometheus metrics of one notifier process (its own registry: several apps may share a process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.connections = Gauge("rowcast_connections", "Open client connections", ["transport"], registry=r)
+        self.subscriptions = Gauge("rowcast_subscriptions", "Active subscriptions", registry=r)
+        self.events_in = Counter("rowcast_events_in", "Change events received from Postgres", registry=r)
+        self.messages_out = Counter(
+            "rowcast_messages_out", "Frames written to clients", ["transport"], registry=r
+        )
+        self.drops = Counter(
+            "rowcast_slow_consumer_drops", "Clients closed for overflowing their queue", registry=r
+        )
+        self.reconnects = Counter(
+            "rowcast_listener_reconnects", "LISTEN connection re-establishments", registry=r
+        )
+        self.malformed = Counter(
+            "rowcast_malformed_notifications", "Notifications skipped as malformed", registry=r
+        )
+        self.replayed = Counter(
+            "rowcast_replayed_events", "Events served from the change log on resume", registry=r
+        )
+        self.lag = Histogram(
+            "rowcast_event_lag_seconds",
+            "Time from the change in Postgres to the notifier receiving it",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.queue_usage = Gauge(
+            "rowcast_pg_notification_queue_usage", "pg_notification_queue_usage() (0..1)", registry=r
+        )
+        self.listening = Gauge(
+            "rowcast_listening", "1 while the LISTEN connection is up and caught up", registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

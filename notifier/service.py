@@ -1,0 +1,217 @@
+"""Subscriptions, shared by the three transports: validate, register, replay, go live."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from notifier.catalog import Catalog, TableInfo
+from notifier.filters import Filter, FilterError
+from notifier.hub import LIVE, Hub, Session, Subscription
+from notifier.metrics import Metrics
+from notifier.outbox import Outbox
+from notifier.replay import CursorExpired, Pool, current_snapshot, replay
+from notifier.snapshot import BadCursor, Snapshot
+from rowcast.auth import Principal
+from rowcast.settings import Settings
+
+log = logging.getLogger("rowcast.notifier")
+
+MODES = ("all", "latest")
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: str, message: str, ref: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+    def frame(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.ref is not None:
+            out["ref"] = self.ref
+        return out
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated subscription request."""
+
+    ref: str
+    table: TableInfo
+    filter: Filter
+    columns: tuple[str, ...] | None
+    cursor: Snapshot | None
+    mode: str
+
+
+class Notifier:
+    def __init__(self, settings: Settings, pool: Pool, hub: Hub, catalog: Catalog, metrics: Metrics) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.hub = hub
+        self.catalog = catalog
+        self.metrics = metrics
+
+    def open_session(
+        self, principal: Principal, on_close: Callable[[int, str], None], transport: str
+    ) -> Session:
+        session = Session(
+            principal,
+            Outbox(self.settings.queue_messages, self.settings.queue_bytes),
+            on_close,
+            on_drop=self.metrics.drops.inc,
+        )
+        self.hub.add_session(session)
+        self.metrics.connections.labels(transport).inc()
+        return session
+
+    def close_session(self, session: Session, transport: str) -> None:
+        self.hub.remove_session(session)
+        self.metrics.connections.labels(transport).dec()
+        self.metrics.subscriptions.set(self.hub.subscription_count)
+
+    async def parse(self, session: Session, frame: dict[str, Any]) -> Spec:
+        ref = frame.get("ref")
+        if not isinstance(ref, str) or not 0 < len(ref) <= 64:
+            raise ProtocolError("bad_frame", "ref must be a string of 1 to 64 characters")
+        table = frame.get("table")
+        if not isinstance(table, str) or not 0 < len(table) <= 128:
+            raise ProtocolError("bad_frame", "table must be a table name", ref)
+        if ref in session.subscriptions:
+            raise ProtocolError(
+                "duplicate_ref", f"a subscription with ref {ref!r} exists on this connection", ref
+            )
+        if len(session.subscriptions) >= self.settings.max_subscriptions:
+            raise ProtocolError(
+                "too_many_subscriptions",
+                f"at most {self.settings.max_subscriptions} subscriptions per connection",
+                ref,
+            )
+        if not session.principal.can_read(table):
+            raise ProtocolError("forbidden", f"your token does not allow reading {table}", ref)
+        try:
+            info = await self.catalog.get(table)
+        except psycopg.Error as exc:
+            raise ProtocolError(
+                "unavailable", f"the database is unavailable: {exc.__class__.__name__}", ref
+            ) from None
+        if info is None:
+            raise ProtocolError("unknown_table", f"unknown table: {table} (not captured)", ref)
+        try:
+            flt = Filter.compile(frame.get("where"), info.columns)
+        except FilterError as exc:
+            raise ProtocolError(exc.code, str(exc), ref) from None
+        columns = frame.get("columns")
+        if columns is not None:
+            if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns) or not columns:
+                raise ProtocolError("bad_frame", "columns must be a non-empty list of column names", ref)
+            unknown = [c for c in columns if c not in info.columns]
+            if unknown:
+                raise ProtocolError("unknown_column", f"unknown column: {unknown[0]}", ref)
+        mode = frame.get("mode", "all")
+        if mode not in MODES:
+            raise ProtocolError("bad_frame", "mode must be 'all' or 'latest'", ref)
+        cursor = frame.get("cursor")
+        snap = None
+        if cursor is not None:
+            try:
+                snap = Snapshot.parse(cursor)
+            except BadCursor as exc:
+                raise ProtocolError("bad_cursor", str(exc), ref) from None
+        return Spec(ref, info, flt, tuple(columns) if columns else None, snap, mode)
+
+    def begin(self, session: Session, spec: Spec) -> Subscription:
+        """Register for live events (buffered until the replay is done); no await, so no race."""
+        sub = Subscription(
+            spec.ref, session, spec.table.qualified, spec.table.pk, spec.filter, spec.columns, spec.mode
+        )
+        # Live first (buffered), then replay: the order that makes resume gap-free.
+        self.hub.register(sub)
+        self.metrics.subscriptions.set(self.hub.subscription_count)
+        session.replaying += 1
+        return sub
+
+    async def subscribe(self, session: Session, spec: Spec) -> Subscription | None:
+        return await self.complete(self.begin(session, spec), spec)
+
+    async def complete(self, sub: Subscription, spec: Spec) -> Subscription | None:
+        """Replay from the cursor (or start live), then flush what arrived meanwhile."""
+        session = sub.session
+        try:
+            if spec.cursor is None:
+                now = await current_snapshot(self.pool)
+                session.send("subscribed", {"ref": spec.ref, "cursor": str(now)}, sse_id=str(now))
+                pending = sub.buffer
+            else:
+                session.send(
+                    "subscribed", {"ref": spec.ref, "cursor": str(spec.cursor)}, sse_id=str(spec.cursor)
+                )
+                now = await self._replay(session, sub, spec)
+                pending = [e for e in sub.buffer if not now.visible(e.xid)]
+            for event in pending:
+                session.deliver(sub, event)
+            sub.buffer = []
+            sub.state = LIVE
+            return sub
+        except CursorExpired as exc:
+            self.hub.unregister(sub)
+            session.send(
+                "resync_required", {"ref": spec.ref, "reason": "cursor_expired", "message": str(exc)}
+            )
+        except BadCursor as exc:
+            self.hub.unregister(sub)
+            session.send("error", ProtocolError("bad_cursor", str(exc), spec.ref).frame())
+        except (psycopg.Error, OSError) as exc:
+            self.hub.unregister(sub)
+            log.warning("subscribe %s failed: %s", spec.ref, exc)
+            session.send(
+                "error",
+                ProtocolError("unavailable", "the database is unavailable; retry", spec.ref).frame(),
+            )
+        except BaseException:
+            self.hub.unregister(sub)
+            raise
+        finally:
+            session.replay_finished()
+            self.metrics.subscriptions.set(self.hub.subscription_count)
+        return None
+
+    async def _replay(self, session: Session, sub: Subscription, spec: Spec) -> Snapshot:
+        assert spec.cursor is not None
+        async with replay(self.pool, spec.cursor, (spec.table.schema, spec.table.name)) as (now, events):
+            count = 0
+            async for event in events:
+                if session.closed:
+                    break
+                session.deliver(sub, event)
+                count += 1
+                if len(session.outbox) > session.outbox.max_messages // 2:
+                    await session.outbox.wait_for_room()
+            self.metrics.replayed.inc(count)
+        return now
+
+    def unsubscribe(self, session: Session, ref: Any) -> None:
+        sub = session.subscriptions.get(ref) if isinstance(ref, str) else None
+        if sub is None:
+            raise ProtocolError(
+                "unknown_ref", f"no subscription with ref {ref!r}", ref if isinstance(ref, str) else None
+            )
+        self.hub.unregister(sub)
+        self.metrics.subscriptions.set(self.hub.subscription_count)
+
+
+async def run_writer(session: Session, write: Callable[[list[Any]], Any]) -> None:
+    """Drain a session's outbox into its transport until the session closes."""
+    while not session.closed:
+        batch = await session.outbox.get()
+        if session.outbox.overflowed and not batch:
+            return
+        await write(batch)
+        await asyncio.sleep(0)

@@ -1,0 +1,118 @@
+"""Server-Sent Events transport `/sse`: one subscription per stream, resumable by Last-Event-ID."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+
+from notifier.access import origin_allowed, principal_for
+from notifier.outbox import Frame
+from notifier.service import Notifier, ProtocolError, run_writer
+from notifier.state import ACCESS, NOTIFIER, STREAMS
+from notifier.ws import json_error
+from rowcast.auth import AuthError
+
+
+def subscription_frame(query: Any, cursor: str | None) -> dict[str, Any]:
+    """A subscribe frame from query parameters (shared with long-poll)."""
+    frame: dict[str, Any] = {"ref": query.get("ref", "sse"), "table": query.get("table")}
+    if query.get("where"):
+        try:
+            frame["where"] = json.loads(query["where"])
+        except ValueError:
+            raise ProtocolError("bad_json", "where must be URL-encoded JSON") from None
+    if query.get("columns"):
+        frame["columns"] = [c for c in query["columns"].split(",") if c]
+    if query.get("mode"):
+        frame["mode"] = query["mode"]
+    if cursor:
+        frame["cursor"] = cursor
+    return frame
+
+
+def encode(frame: Frame) -> bytes:
+    head = f"event: {frame.kind}\n"
+    if frame.sse_id is not None:
+        head += f"id: {frame.sse_id}\n"
+    return (head + f"data: {frame.data}\n\n").encode()
+
+
+async def sse(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    notifier: Notifier = app[NOTIFIER]
+    settings = notifier.settings
+    if not origin_allowed(request, settings):
+        return json_error(403, "origin_not_allowed", "this Origin may not open rowcast streams")
+    try:
+        principal = principal_for(request, settings)
+    except AuthError as exc:
+        return json_error(401, "unauthorized", str(exc))
+    limiter = app[ACCESS]
+    if not limiter.acquire(principal):
+        return json_error(429, "too_many_connections", f"at most {limiter.limit} connections per subject")
+    closing: dict[str, Any] = {}
+    done = asyncio.Event()
+
+    def on_close(code: int, reason: str) -> None:
+        closing.update(code=code, reason=reason)
+        done.set()
+
+    session = notifier.open_session(principal, on_close, "sse")
+    app[STREAMS].add(done)
+    try:
+        cursor = request.headers.get("Last-Event-ID") or request.query.get("cursor")
+        try:
+            spec = await notifier.parse(session, subscription_frame(request.query, cursor))
+        except ProtocolError as exc:
+            status = 403 if exc.code == "forbidden" else 400
+            return web.json_response({"error": exc.code, "message": exc.message}, status=status)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache, no-transform",
+                "X-Accel-Buffering": "no",  # tell nginx not to buffer the stream
+            }
+        )
+        await response.prepare(request)
+        await response.write(b"retry: 1000\n\n")
+
+        async def write(batch: list[Frame]) -> None:
+            await response.write(b"".join(encode(f) for f in batch))
+            notifier.metrics.messages_out.labels("sse").inc(len(batch))
+
+        async def keepalive() -> None:
+            while True:
+                await asyncio.sleep(settings.heartbeat)
+                await response.write(b": ka\n\n")
+
+        sub = notifier.begin(session, spec)
+        tasks = [
+            asyncio.create_task(notifier.complete(sub, spec), name="rowcast-sse-subscribe"),
+            asyncio.create_task(run_writer(session, write), name="rowcast-sse-writer"),
+            asyncio.create_task(keepalive(), name="rowcast-sse-keepalive"),
+            asyncio.create_task(done.wait(), name="rowcast-sse-done"),
+        ]
+        seconds = principal.seconds_left()
+        if seconds is not None:
+            tasks.append(asyncio.create_task(asyncio.sleep(max(seconds, 0)), name="rowcast-sse-expiry"))
+        finished, _ = await asyncio.wait(tasks[1:], return_when=asyncio.FIRST_COMPLETED)
+        if seconds is not None and tasks[-1] in finished and not closing:
+            closing.update(code=4001, reason="token expired")
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if closing:
+            frame = json.dumps({"type": "close", "code": closing["code"], "reason": closing["reason"]})
+            try:
+                await response.write(f"event: close\ndata: {frame}\n\n".encode())
+            except (ConnectionError, RuntimeError):
+                pass
+        return response
+    finally:
+        session.closed = True
+        notifier.close_session(session, "sse")
+        limiter.release(principal)
+        app[STREAMS].discard(done)

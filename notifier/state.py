@@ -1,0 +1,20 @@
+"""Typed keys for what the notifier keeps on the aiohttp application."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from notifier.access import ConnectionLimiter
+    from notifier.listener import Listener
+    from notifier.service import Notifier
+
+NOTIFIER: web.AppKey[Notifier] = web.AppKey("rowcast_notifier")
+LISTENER: web.AppKey[Listener] = web.AppKey("rowcast_listener")
+ACCESS: web.AppKey[ConnectionLimiter] = web.AppKey("rowcast_access")
+SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("rowcast_sockets")
+STREAMS: web.AppKey[set[asyncio.Event]] = web.AppKey("rowcast_streams")
