@@ -1,8 +1,300 @@
-"""Registry of subcommands defined outside cli.py; each entry adds its subparser."""
+"""Subcommands beyond database management: the servers, tokens and `tail`."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
+import os
+import socket
+import sys
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
-REGISTRY: list[Callable[[Any], None]] = []
+from rowcast.errors import ConfigError, RowcastError
+from rowcast.settings import Settings, from_env, parse_duration
+
+
+def _serve_flags(parser: argparse.ArgumentParser, default_port: int = 8080) -> None:
+    parser.add_argument("--host", help="interface to bind ($ROWCAST_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help=f"port ($ROWCAST_PORT, default {default_port})")
+    parser.add_argument(
+        "--database-url", dest="database_url", help="Postgres URL (default: $DATABASE_URL or embedded)"
+    )
+    parser.add_argument("--data-dir", dest="data_dir", help="embedded Postgres data dir ($ROWCAST_DATA_DIR)")
+    parser.add_argument("--auth", choices=["open", "token"], help="auth mode ($ROWCAST_AUTH)")
+
+
+def _settings(args: argparse.Namespace, auth_default: str) -> Settings:
+    overrides: dict[str, Any] = {}
+    for name in ("host", "port", "database_url", "data_dir", "auth"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    if "auth" not in overrides and not os.environ.get("ROWCAST_AUTH"):
+        overrides["auth"] = auth_default
+    return from_env(**overrides)
+
+
+def check_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise RowcastError(
+                f"port {port} on {host} is already in use: stop what runs there or pick another with --port"
+            ) from None
+
+
+def run_app(app: Any, settings: Settings, banner: Callable[[], None] | None = None) -> int:
+    """Serve until SIGINT or SIGTERM; sockets get 1001 and clean-up runs."""
+    from aiohttp import web
+
+    check_port(settings.host, settings.port)
+    if banner is not None:
+        banner()
+    web.run_app(
+        app, host=settings.host, port=settings.port, print=None, shutdown_timeout=5, handle_signals=True
+    )
+    return 0
+
+
+# -- servers -----------------------------------------------------------------------------------
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import api.app
+
+    settings = _settings(args, "token")
+    app = api.app.create_app(settings)
+    return run_app(
+        app, settings, lambda: print(f"rowcast api on http://{settings.host}:{settings.port}/api", flush=True)
+    )
+
+
+def cmd_notifier(args: argparse.Namespace) -> int:
+    import notifier.app
+
+    settings = _settings(args, "token")
+    app = notifier.app.create_app(settings)
+    return run_app(
+        app,
+        settings,
+        lambda: print(f"rowcast notifier on http://{settings.host}:{settings.port}", flush=True),
+    )
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from db import capture, migrate
+    from db.models import DEMO_TABLES
+    from rowcast.database import embedded, resolve_url
+    from rowcast.embedded import binary
+    from rowcast.server import create_app
+
+    settings = _settings(args, "open")
+    check_port(settings.host, settings.port)
+    started_embedded = False
+    if settings.database_url is None:
+        server = embedded(settings)
+        started_embedded = server.start()
+        url = server.url()
+    else:
+        url = resolve_url(settings)
+    try:
+        migrate.upgrade(url)
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True, application_name="rowcast-up") as conn:
+            for table in DEMO_TABLES:
+                if not capture.status(conn, table)[0].ok:
+                    capture.enable(conn, table)
+            if args.demo:
+                _seed(conn)
+        settings = settings.replace(database_url=url)
+        app = create_app(settings)
+        page = f"http://{settings.host}:{settings.port}/"
+        psql = f"{binary('psql')} {url}" if settings.uses_embedded or started_embedded else f"psql {url}"
+
+        def banner() -> None:
+            print(f"rowcast is up: {page}", flush=True)
+            if settings.auth == "open":
+                print(
+                    "auth: open — anyone who can reach this port can read and write (ROWCAST_AUTH=token to lock it)"
+                )
+            print(f"psql:  {psql}")
+            print("       INSERT INTO books (title, author) VALUES ('Typed in psql', 'A DBA');")
+            print(
+                f"curl:  curl -s -X POST {page}api/books -H 'Content-Type: application/json' "
+                '-d \'{"title": "From curl", "author": "me"}\''
+            )
+            print("Ctrl-C to stop.", flush=True)
+
+        return run_app(app, settings, banner)
+    finally:
+        if started_embedded and not os.environ.get("ROWCAST_KEEP_DB"):
+            embedded(settings).stop()
+
+
+DEMO_BOOKS = [
+    ("The Left Hand of Darkness", "Ursula K. Le Guin", 304),
+    ("Dune", "Frank Herbert", 412),
+    ("Kindred", "Octavia E. Butler", 264),
+    ("The Dispossessed", "Ursula K. Le Guin", 387),
+]
+
+
+def _seed(conn: Any) -> None:
+    """A few books, once: only into an empty table that never had any."""
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM books), (SELECT count(*) FROM rowcast.changes WHERE table_name = 'books')"
+    ).fetchone()
+    if row == (0, 0):
+        with conn.transaction():
+            conn.execute("SELECT set_config('rowcast.actor', 'rowcast up --demo', true)")
+            for title, author, pages in DEMO_BOOKS:
+                conn.execute(
+                    "INSERT INTO books (title, author, num_pages) VALUES (%s, %s, %s)", (title, author, pages)
+                )
+        print(f"seeded {len(DEMO_BOOKS)} demo books")
+
+
+# -- token ---------------------------------------------------------------------------------------
+
+
+def split(values: list[str] | None) -> list[str] | None:
+    """Repeated and comma-separated flag values, flattened."""
+    return None if values is None else [t for v in values for t in v.split(",") if t]
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from rowcast.auth import issue_token
+
+    settings = from_env(auth="open")
+    secret = os.environ.get("ROWCAST_JWT_SECRET") or settings.jwt_secret
+    if not secret:
+        raise ConfigError("ROWCAST_JWT_SECRET must be set to issue tokens")
+    token = issue_token(
+        secret,
+        args.sub,
+        read=split(args.read),
+        write=split(args.write) if args.write is not None else [],
+        scopes=args.scope or [],
+        ttl=parse_duration(args.ttl),
+        audience=settings.jwt_audience,
+    )
+    print(token)
+    return 0
+
+
+# -- tail ----------------------------------------------------------------------------------------
+
+
+def parse_where(text: str | None) -> dict[str, Any] | None:
+    """JSON (`{"owner": {"eq": "alice"}}`) or `col=value,col2=value` shorthand for eq."""
+    if not text:
+        return None
+    if text.lstrip().startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except ValueError as exc:
+            raise RowcastError(f"--where is not valid JSON: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise RowcastError("--where must be a JSON object")
+        return parsed
+    where: dict[str, Any] = {}
+    for part in text.split(","):
+        column, sep, raw = part.partition("=")
+        if not sep:
+            raise RowcastError(f"--where: expected COLUMN=VALUE, got {part!r}")
+        value: Any = int(raw) if raw.lstrip("-").isdigit() else raw
+        where[column.strip()] = {"eq": value}
+    return where
+
+
+def format_change(change: Any) -> str:
+    at = datetime.fromisoformat(change.at).astimezone().strftime("%H:%M:%S")
+    actor = change.actor or {}
+    who = actor.get("actor") or actor.get("user") or "?"
+    via = actor.get("app") or "?"
+    pk = ",".join(f"{k}={v}" for k, v in (change.pk or {}).items())
+    if change.op == "update":
+        detail = " ".join(f"{k}: {change.old[k]!r}→{(change.row or {}).get(k)!r}" for k in (change.old or {}))
+    elif change.op == "insert":
+        detail = " ".join(f"{k}={v!r}" for k, v in (change.row or {}).items() if k not in (change.pk or {}))
+    else:
+        detail = ""
+    moved = f" ({change.moved})" if change.moved else ""
+    return f"{at}  {change.op.upper():8} {change.table} {pk}{moved}  by {who} via {via}  {detail}".rstrip()
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from rowcast.client import ResyncRequired, SubscriptionError, subscribe
+
+    url = args.url or os.environ.get("ROWCAST_URL") or "http://127.0.0.1:8080"
+    token = args.token or os.environ.get("ROWCAST_TOKEN")
+    where = parse_where(args.where)
+
+    def status(state: str, cursor: str | None) -> None:
+        if state in ("live", "reconnecting") and not args.json:
+            print(f"-- {state} ({url})", file=sys.stderr, flush=True)
+
+    async def run() -> None:
+        async for change in subscribe(
+            url, args.table, where=where, cursor=args.cursor, token=token, on_status=status
+        ):
+            if args.json:
+                print(json.dumps(change.__dict__, separators=(",", ":"), default=str), flush=True)
+            else:
+                print(format_change(change), flush=True)
+
+    try:
+        asyncio.run(run())
+    except SubscriptionError as exc:
+        raise RowcastError(str(exc)) from None
+    except ResyncRequired as exc:
+        raise RowcastError(f"the cursor is too old ({exc}); run again without --cursor") from None
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+# -- registration ------------------------------------------------------------------------------
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("up", help="run api + notifier + web page on one port (embedded Postgres if none)")
+    _serve_flags(p)
+    p.add_argument("--demo", action="store_true", help="seed a few demo books (once)")
+    p.set_defaults(handler=cmd_up)
+
+    p = sub.add_parser("api", help="run the REST API (production: token auth by default)")
+    _serve_flags(p)
+    p.set_defaults(handler=cmd_api)
+
+    p = sub.add_parser("notifier", help="run the notifier: /ws, /sse, /changes (token auth by default)")
+    _serve_flags(p)
+    p.set_defaults(handler=cmd_notifier)
+
+    p = sub.add_parser("token", help="issue a JWT for the API and the notifier ($ROWCAST_JWT_SECRET)")
+    p.add_argument("--sub", required=True, help="subject (user id)")
+    p.add_argument(
+        "--read", action="append", help="readable table(s); repeat or comma-separate (default: all)"
+    )
+    p.add_argument("--write", action="append", help="writable table(s) (default: none)")
+    p.add_argument("--scope", action="append", help="row scope TABLE.COLUMN=VALUE; repeatable")
+    p.add_argument("--ttl", default="1h", help="lifetime, e.g. 15m, 1h, 7d (default 1h)")
+    p.set_defaults(handler=cmd_token)
+
+    p = sub.add_parser("tail", help="watch a table's changes live in the terminal")
+    p.add_argument("table")
+    p.add_argument("--where", help='filter: JSON {"col": {"op": value}} or col=value,col2=value')
+    p.add_argument("--cursor", help="resume from this cursor")
+    p.add_argument("--json", action="store_true", help="one JSON event per line")
+    p.add_argument("--url", help="notifier URL ($ROWCAST_URL, default http://127.0.0.1:8080)")
+    p.add_argument("--token", help="token ($ROWCAST_TOKEN)")
+    p.set_defaults(handler=cmd_tail)
+
+
+REGISTRY: list[Callable[[Any], None]] = [register]

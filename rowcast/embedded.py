@@ -53,6 +53,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def _port_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As Postgres binds: connections in TIME_WAIT from before a restart must not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

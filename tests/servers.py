@@ -88,7 +88,9 @@ class WsClient:
         self.frames.append(frame)
         return frame
 
-    async def until(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5.0) -> dict[str, Any]:
+    async def until(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5.0
+    ) -> dict[str, Any]:
         async with asyncio.timeout(timeout):
             while True:
                 frame = await self.recv(timeout)
@@ -97,12 +99,17 @@ class WsClient:
 
     async def subscribe(self, ref: str = "s", table: str = "books", **extra: Any) -> dict[str, Any]:
         await self.send(type="subscribe", ref=ref, table=table, **extra)
-        return await self.until(lambda f: f.get("ref") == ref and f["type"] in ("subscribed", "error", "resync_required"))
+        return await self.until(
+            lambda f: f.get("ref") == ref and f["type"] in ("subscribed", "error", "resync_required")
+        )
 
 
 @asynccontextmanager
 async def ws_connect(base: str, **kwargs: Any) -> AsyncIterator[WsClient]:
-    async with aiohttp.ClientSession() as http, http.ws_connect(base.replace("http", "ws", 1) + "/ws", **kwargs) as ws:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(base.replace("http", "ws", 1) + "/ws", **kwargs) as ws,
+    ):
         yield WsClient(ws)
 
 
@@ -130,6 +137,10 @@ class Process:
         self.proc.kill()
         self.proc.wait(10)
 
+    def close(self) -> None:
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+
     def stop(self, sig: int = signal.SIGINT, timeout: float = 15.0) -> int:
         assert self.proc is not None
         if self.proc.poll() is None:
@@ -142,11 +153,13 @@ class Process:
         return int(self.proc.returncode)
 
     def output(self) -> str:
-        assert self.proc is not None
-        if self.proc.poll() is None:
+        """Everything the process printed (once it has exited)."""
+        assert self.proc is not None and self.proc.stdout is not None
+        if self.proc.poll() is None or self.proc.stdout.closed:
             return ""
-        assert self.proc.stdout is not None
-        return self.proc.stdout.read()
+        text = self.proc.stdout.read()
+        self.proc.stdout.close()
+        return text
 
 
 def wait_port(port: int, timeout: float = 20.0) -> None:

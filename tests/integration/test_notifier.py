@@ -28,7 +28,9 @@ async def insert_book(conn: AConn, title: str, **cols: Any) -> int:
     cols = {"title": title, **cols}
     names = ", ".join(cols)
     marks = ", ".join(["%s"] * len(cols))
-    row = await (await conn.execute(f"INSERT INTO books ({names}) VALUES ({marks}) RETURNING id", list(cols.values()))).fetchone()
+    row = await (
+        await conn.execute(f"INSERT INTO books ({names}) VALUES ({marks}) RETURNING id", list(cols.values()))
+    ).fetchone()
     assert row is not None
     return int(row[0])
 
@@ -54,7 +56,10 @@ async def test_checkpoints_follow_changes(notifier: str, aconn: AConn) -> None:
 
 
 async def test_insert_reaches_an_sse_subscriber(notifier: str, aconn: AConn) -> None:
-    async with aiohttp.ClientSession() as http, http.get(f"{notifier}/sse", params={"table": "books"}) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{notifier}/sse", params={"table": "books"}) as resp,
+    ):
         assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
         events: list[tuple[str, dict[str, Any]]] = []
 
@@ -114,7 +119,11 @@ async def test_filters_deliver_rows_entering_as_inserts_and_leaving_as_removals(
         last = await client.until(lambda f: f["type"] == "change")
     assert entered["op"] == "insert" and entered["moved"] == "in" and entered["row"]["owner"] == "alice"
     assert set(entered["row"]) == {"id", "title", "owner"}
-    assert updated["op"] == "update" and updated["row"]["title"] == "renamed" and updated["old"] == {"title": "bob's"}
+    assert (
+        updated["op"] == "update"
+        and updated["row"]["title"] == "renamed"
+        and updated["old"] == {"title": "bob's"}
+    )
     assert left["op"] == "delete" and left["moved"] == "out" and left["row"] is None
     assert left["old"] == {"id": bob_book}
     assert last["row"]["title"] == "alice's"
@@ -127,11 +136,33 @@ async def test_filters_deliver_rows_entering_as_inserts_and_leaving_as_removals(
         ("[1, 2]", "bad_frame", "object"),
         (json.dumps({"type": "dance"}), "unknown_type", "dance"),
         (json.dumps({"type": "subscribe", "ref": "a", "table": "nope"}), "unknown_table", "nope"),
-        (json.dumps({"type": "subscribe", "ref": "a", "table": "books", "where": {"zzz": {"eq": 1}}}), "unknown_column", "zzz"),
-        (json.dumps({"type": "subscribe", "ref": "a", "table": "books", "where": {"title": {"regex": "x"}}}), "unknown_operator", "regex"),
-        (json.dumps({"type": "subscribe", "ref": "a", "table": "books", "columns": ["nope"]}), "unknown_column", "nope"),
-        (json.dumps({"type": "subscribe", "ref": "a", "table": "books", "cursor": "garbage"}), "bad_cursor", "malformed"),
-        (json.dumps({"type": "subscribe", "ref": "a", "table": "books", "mode": "fast"}), "bad_frame", "mode"),
+        (
+            json.dumps({"type": "subscribe", "ref": "a", "table": "books", "where": {"zzz": {"eq": 1}}}),
+            "unknown_column",
+            "zzz",
+        ),
+        (
+            json.dumps(
+                {"type": "subscribe", "ref": "a", "table": "books", "where": {"title": {"regex": "x"}}}
+            ),
+            "unknown_operator",
+            "regex",
+        ),
+        (
+            json.dumps({"type": "subscribe", "ref": "a", "table": "books", "columns": ["nope"]}),
+            "unknown_column",
+            "nope",
+        ),
+        (
+            json.dumps({"type": "subscribe", "ref": "a", "table": "books", "cursor": "garbage"}),
+            "bad_cursor",
+            "malformed",
+        ),
+        (
+            json.dumps({"type": "subscribe", "ref": "a", "table": "books", "mode": "fast"}),
+            "bad_frame",
+            "mode",
+        ),
         (json.dumps({"type": "subscribe", "table": "books"}), "bad_frame", "ref"),
         (json.dumps({"type": "unsubscribe", "ref": "zz"}), "unknown_ref", "zz"),
     ],
