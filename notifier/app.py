@@ -66,10 +66,19 @@ def setup(app: web.Application, settings: Settings) -> None:
         )
         app[NOTIFIER] = notifier
         app[LISTENER] = listener
-        tasks = [
-            asyncio.create_task(listener.run(), name="rowcast-listener"),
-            asyncio.create_task(listener.send_markers(), name="rowcast-checkpoints"),
-        ]
+        run = asyncio.create_task(listener.run(), name="rowcast-listener")
+        tasks = [run, asyncio.create_task(listener.send_markers(), name="rowcast-checkpoints")]
+        # Give the first LISTEN a moment: a pooler that breaks LISTEN is refused at startup.
+        # A database that is simply down is not fatal: we serve, report 503, and keep trying.
+        ready = asyncio.create_task(listener.ready.wait())
+        await asyncio.wait([ready, run], timeout=settings.startup_wait, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if listener.fatal is not None:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await pool.close()
+            raise listener.fatal
         try:
             yield
         finally:

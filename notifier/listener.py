@@ -31,6 +31,10 @@ log = logging.getLogger("rowcast.notifier.listener")
 
 CHANNEL = "rowcast"
 _END = object()
+# Coalesced mode: re-read every MIN_POLL while transactions are in flight, backing off to
+# MAX_POLL while the same ones stay open (a long transaction), and read every IDLE_READ anyway.
+MIN_POLL, MAX_POLL, IDLE_READ = 0.002, 0.1, 2.0
+YIELD_EVERY = 32
 
 
 class Listener:
@@ -60,6 +64,9 @@ class Listener:
         self._events_since_marker = 0
         self._last_marker = 0.0
         self._probe: str | None = None
+        self._burst = 0
+        self.mode = "notify"  # the database's wake-up mode, read at connect, updated by NOTIFY
+        self._wake = asyncio.Event()
         # After a catch-up: the replay's snapshot; queued events it saw were already delivered.
         self._replayed_upto: Snapshot | None = None
 
@@ -96,17 +103,23 @@ class Listener:
         conn = await AsyncConnection.connect(self.url, autocommit=True, application_name="rowcast-listener")
         try:
             await conn.execute(f"LISTEN {CHANNEL}")
+            row = await (await conn.execute("SELECT current_setting('rowcast.wake_mode', true)")).fetchone()
+            self.mode = "coalesced" if row and row[0] == "coalesced" else "notify"
             queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=100_000)
             reader = asyncio.create_task(self._read(conn, queue), name="rowcast-listen-reader")
+            log_reader = asyncio.create_task(self._read_log(), name="rowcast-log-reader")
             try:
                 await self._probe_listen()
                 await self._catch_up(queue)
                 self.ready.set()
-                log.info("listening on channel %r", CHANNEL)
-                await self._dispatch(queue, reader)
+                log.info("listening on channel %r (wake mode %s)", CHANNEL, self.mode)
+                if self.mode == "coalesced":
+                    self._wake.set()
+                await self._dispatch(queue, reader, log_reader)
             finally:
-                reader.cancel()
-                await asyncio.gather(reader, return_exceptions=True)
+                for task in (reader, log_reader):
+                    task.cancel()
+                await asyncio.gather(reader, log_reader, return_exceptions=True)
         finally:
             self.ready.clear()
             await conn.close()
@@ -153,7 +166,7 @@ class Listener:
             async with replay(self.pool, self.last_checkpoint) as (now, events):
                 count = 0
                 async for event in events:
-                    self._publish(event)
+                    await self._publish_yielding(event)
                     count += 1
         except (CursorExpired, BadCursor) as exc:
             log.error("catch-up impossible (%s): clients must resync", exc)
@@ -164,9 +177,13 @@ class Listener:
         # Everything `now` sees has been delivered: that is a checkpoint in its own right.
         self._checkpoint(now)
 
-    async def _dispatch(self, queue: asyncio.Queue[Any], reader: asyncio.Task[None]) -> None:
+    async def _dispatch(
+        self, queue: asyncio.Queue[Any], reader: asyncio.Task[None], log_reader: asyncio.Task[None]
+    ) -> None:
         probe_deadline = time.monotonic() + 5.0
         while True:
+            if log_reader.done():
+                log_reader.result()  # re-raise what stopped it: the session reconnects
             if self._probe is not None and time.monotonic() > probe_deadline:
                 raise PoolerDetected(
                     "LISTEN does not receive notifications on this connection (is it behind PgBouncer "
@@ -184,12 +201,21 @@ class Listener:
             data = json.loads(payload)
             if not isinstance(data, dict):
                 raise ValueError("payload is not an object")
-            if "checkpoint" in data:
-                self._checkpoint(Snapshot.parse(str(data["checkpoint"])))
-                return
             if "probe" in data:
                 if data["probe"] == self._probe:
                     self._probe = None
+                return
+            if "mode" in data:
+                self.mode = "coalesced" if data["mode"] == "coalesced" else "notify"
+                log.info("wake mode is now %s", self.mode)
+                self._wake.set()
+                return
+            if self.mode == "coalesced" or "wake" in data:
+                # The log is read on a doorbell; markers and payloads are only wake-ups here.
+                self._wake.set()
+                return
+            if "checkpoint" in data:
+                self._checkpoint(Snapshot.parse(str(data["checkpoint"])))
                 return
             if data.get("ref") is True:
                 event = await fetch_event(self.pool, int(data["id"]))
@@ -208,7 +234,19 @@ class Listener:
                 return  # committed before the catch-up's snapshot: already replayed
             # Stream order is commit order: nothing after this was seen by the replay.
             self._replayed_upto = None
+        await self._publish_yielding(event)
+
+    async def _publish_yielding(self, event: Event) -> None:
+        """Publish, and every YIELD_EVERY events let client writers drain their outboxes.
+
+        Without this a burst (a log read, a 20,000-row statement) is fanned out in one go and a
+        perfectly fast client's bounded queue overflows before its writer ever runs.
+        """
         self._publish(event)
+        self._burst += 1
+        if self._burst >= YIELD_EVERY:
+            self._burst = 0
+            await asyncio.sleep(0)
 
     def _publish(self, event: Event) -> None:
         self._events_since_marker += 1
@@ -220,6 +258,65 @@ class Listener:
         self.last_checkpoint = snap
         self.hub.checkpoint(str(snap))
 
+    # -- coalesced mode: read the log on a doorbell ---------------------------------------------
+
+    async def _read_log(self) -> None:
+        """In coalesced mode (or after a stray doorbell), read the log window and publish it.
+
+        Each read re-arms the doorbell first, then replays what the last read's snapshot did not
+        see. Transactions in flight at a read may have skipped the doorbell because another one
+        held it, so reads continue, with a growing pause, while any are in flight: no change is
+        stranded. The read's snapshot is a checkpoint in coalesced mode, where every event comes
+        from these reads.
+        """
+        pause = MIN_POLL
+        last_xip: frozenset[int] = frozenset()
+        async with self.pool.connection() as conn:
+            await conn.execute("INSERT INTO rowcast.doorbell VALUES (1, true) ON CONFLICT (id) DO NOTHING")
+        while True:
+            try:
+                async with asyncio.timeout(IDLE_READ if self.mode == "coalesced" else None):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass  # a safety read now and then, in case a doorbell was lost with a crash
+            self._wake.clear()
+            watched: frozenset[int] | None = None
+            while True:
+                now = await self._read_window()
+                if self.mode == "coalesced":
+                    watched = now.xip
+                else:
+                    # A stray doorbell from a session still in coalesced mode: follow only the
+                    # transactions in flight at the first read, or live load would keep us reading.
+                    watched = (
+                        now.xip if watched is None else frozenset(x for x in watched if not now.visible(x))
+                    )
+                if not watched:
+                    break
+                pause = MIN_POLL if watched != last_xip else min(pause * 2, MAX_POLL)
+                last_xip = watched
+                try:
+                    async with asyncio.timeout(pause):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+                self._wake.clear()
+
+    async def _read_window(self) -> Snapshot:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE rowcast.doorbell SET armed = true WHERE id = "
+                "(SELECT id FROM rowcast.doorbell WHERE NOT armed FOR UPDATE SKIP LOCKED)"
+            )
+        since = self.last_checkpoint
+        assert since is not None
+        async with replay(self.pool, since) as (now, events):
+            async for event in events:
+                await self._publish_yielding(event)
+        if self.mode == "coalesced":
+            self._checkpoint(now)
+        return now
+
     # -- checkpoint markers --------------------------------------------------------------------
 
     async def send_markers(self) -> None:
@@ -230,7 +327,7 @@ class Listener:
         """
         while True:
             await asyncio.sleep(self.checkpoint_interval)
-            if not self.ready.is_set():
+            if not self.ready.is_set() or self.mode != "notify":
                 continue
             idle_for = time.monotonic() - self._last_marker
             if not self._events_since_marker and idle_for < self.idle_checkpoint_interval:

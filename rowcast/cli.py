@@ -86,13 +86,17 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from db import migrate
     from rowcast.database import resolve_url
 
-    url = resolve_url(_settings(args, auth="open"))
+    settings = _settings(args, auth="open")
+    url = resolve_url(settings)
     if args.downgrade:
         migrate.downgrade(url, args.downgrade)
         print(f"downgraded to {args.downgrade}")
     else:
         migrate.upgrade(url, args.revision)
         print(f"migrated to {args.revision}")
+        if os.environ.get("ROWCAST_WAKE_MODE"):
+            with _connect(settings) as conn:
+                print(conn.execute("SELECT rowcast.set_wake_mode(%s)", (settings.wake_mode,)).fetchone()[0])
     return 0
 
 
@@ -120,6 +124,15 @@ def cmd_capture(args: argparse.Namespace) -> int:
             if not statuses:
                 print("no captured tables")
         return 0
+
+
+def cmd_wake_mode(args: argparse.Namespace) -> int:
+    with _connect(_settings(args, auth="open")) as conn:
+        if args.mode is None:
+            print(conn.execute("SELECT rowcast.wake_mode()").fetchone()[0])
+        else:
+            print(conn.execute("SELECT rowcast.set_wake_mode(%s)", (args.mode,)).fetchone()[0])
+    return 0
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -164,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     _db_flags(p)
     p.set_defaults(handler=cmd_capture)
 
+    p = sub.add_parser("wake-mode", help="show or set the database's wake-up mode (notify | coalesced)")
+    p.add_argument("mode", nargs="?", choices=["notify", "coalesced"])
+    _db_flags(p)
+    p.set_defaults(handler=cmd_wake_mode)
+
     p = sub.add_parser("prune", help="remove old events from the change log")
     p.add_argument("--older-than", default="24h", help="age to keep, e.g. 24h, 7d (default 24h)")
     _db_flags(p)
@@ -195,6 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except RowcastError as exc:
         print(f"rowcast: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. a port taken between our check and the bind
+        print(f"rowcast: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -107,6 +107,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         import psycopg
 
         with psycopg.connect(url, autocommit=True, application_name="rowcast-up") as conn:
+            if os.environ.get("ROWCAST_WAKE_MODE"):
+                conn.execute("SELECT rowcast.set_wake_mode(%s)", (settings.wake_mode,))
             for table in DEMO_TABLES:
                 if not capture.status(conn, table)[0].ok:
                     capture.enable(conn, table)

@@ -59,8 +59,15 @@ ENV: dict[str, Setting] = {
     ),
     "max_body_bytes": Setting("ROWCAST_MAX_BODY_BYTES", "largest REST request body (default 1048576)"),
     "max_page_size": Setting("ROWCAST_MAX_PAGE_SIZE", "largest REST page (default 500)"),
-    "wake_mode": Setting("ROWCAST_WAKE_MODE", "notify | coalesced (default notify)"),
+    "wake_mode": Setting(
+        "ROWCAST_WAKE_MODE",
+        "notify | coalesced: applied to the database by `rowcast migrate` and `up` when set",
+    ),
     "log_level": Setting("ROWCAST_LOG_LEVEL", "DEBUG | INFO | WARNING (default INFO)"),
+    "startup_wait": Setting(
+        "ROWCAST_STARTUP_WAIT",
+        "how long the notifier waits for its first LISTEN before serving (default 10s)",
+    ),
 }
 
 
@@ -88,6 +95,7 @@ class Settings:
     max_page_size: int = 500
     wake_mode: str = "notify"
     log_level: str = "INFO"
+    startup_wait: float = 10.0
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with the given fields changed (None values are ignored, as from argparse)."""
@@ -120,6 +128,7 @@ _CONVERT: dict[str, Any] = {
     "retention": parse_duration,
     "checkpoint_interval": parse_duration,
     "heartbeat": parse_duration,
+    "startup_wait": parse_duration,
     "queue_messages": int,
     "queue_bytes": int,
     "max_frame_bytes": int,

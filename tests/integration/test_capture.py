@@ -221,9 +221,9 @@ def test_writers_need_no_privilege_on_the_change_log(db_url: str, conn: Conn) ->
 
 def test_capture_status_reports_a_dropped_trigger_and_enable_repairs_it(conn: Conn) -> None:
     assert {(s.table, s.status) for s in capture.status(conn)} == {("books", "ok"), ("authors", "ok")}
-    conn.execute("DROP TRIGGER rowcast_capture_v1 ON books")
+    conn.execute("DROP TRIGGER rowcast_capture_v2 ON books")
     (books,) = capture.status(conn, "books")
-    assert books.status == "missing" and "rowcast_capture_v1" in books.detail
+    assert books.status == "missing" and "rowcast_capture_v2" in books.detail
     capture.enable(conn, "books")
     assert capture.status(conn, "books")[0].ok
 
@@ -279,7 +279,7 @@ def test_cli_capture_verify_detects_a_dropped_trigger(db_url: str, conn: Conn) -
     ok = rowcast_cli("capture", "verify", url=db_url)
     assert ok.returncode == 0, ok.stderr
     assert "public.books\tok" in ok.stdout
-    conn.execute("DROP TRIGGER rowcast_capture_truncate_v1 ON books")
+    conn.execute("DROP TRIGGER rowcast_capture_truncate_v2 ON books")
     bad = rowcast_cli("capture", "verify", url=db_url)
     assert bad.returncode == 1
     assert "public.books\tmissing" in bad.stdout and "need attention" in bad.stderr

@@ -82,8 +82,17 @@ class Collector:
         return [c.id for c in self.changes]
 
 
+@pytest.fixture(params=["notify", "coalesced"])
+def wake_mode(request: pytest.FixtureRequest, db_url: str) -> str:
+    """Every test here runs in both wake-up modes (DESIGN.md section 7)."""
+    mode: str = request.param
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SELECT rowcast.set_wake_mode(%s)", (mode,))
+    return mode
+
+
 @pytest.fixture
-async def notifier(db_url: str) -> AsyncIterator[str]:
+async def notifier(db_url: str, wake_mode: str) -> AsyncIterator[str]:
     async with serve(create_app(settings_for(db_url))) as base:
         await wait_healthy(base)
         yield base
@@ -150,10 +159,13 @@ def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedP
     server.destroy()
 
 
+@pytest.mark.parametrize("mode", ["notify", "coalesced"])
 async def test_postgres_restart_mid_stream_loses_nothing_and_health_reports_it(
-    own_postgres: EmbeddedPostgres,
+    own_postgres: EmbeddedPostgres, mode: str
 ) -> None:
     url = own_postgres.url()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT rowcast.set_wake_mode(%s)", (mode,))
     async with serve(create_app(settings_for(url))) as base:
         await wait_healthy(base)
         collector = Collector(base)
@@ -201,7 +213,9 @@ async def test_postgres_restart_mid_stream_loses_nothing_and_health_reports_it(
     assert health.index(503) < len(health) - 1 - health[::-1].index(200)
 
 
-async def test_client_moving_between_two_notifier_processes_resumes_with_no_gap(db_url: str) -> None:
+async def test_client_moving_between_two_notifier_processes_resumes_with_no_gap(
+    db_url: str, wake_mode: str
+) -> None:
     ports = [free_port(), free_port()]
     procs = [
         Process(["notifier", "--auth", "open", "--port", str(p), "--database-url", db_url], {}).start()
@@ -238,7 +252,7 @@ async def test_client_moving_between_two_notifier_processes_resumes_with_no_gap(
 
 
 async def test_stalled_reader_gets_4008_while_a_fast_reader_keeps_receiving(
-    db_url: str, aconn: AConn
+    db_url: str, aconn: AConn, wake_mode: str
 ) -> None:
     settings = settings_for(db_url, queue_messages=200, queue_bytes=256 * 1024)
     async with serve(create_app(settings)) as base:
@@ -271,3 +285,21 @@ async def test_stalled_reader_gets_4008_while_a_fast_reader_keeps_receiving(
                         break
             assert stalled.ws.close_code == 4008
     assert received == 20000
+
+
+async def test_a_burst_of_changes_does_not_overflow_a_fast_client(
+    db_url: str, aconn: AConn, wake_mode: str
+) -> None:
+    """Regression: a log read (coalesced mode) published thousands of events without yielding,
+    so even a client reading as fast as it could overflowed its bounded queue and got 4008."""
+    settings = settings_for(db_url, queue_messages=100, queue_bytes=1024 * 1024)
+    async with serve(create_app(settings)) as base:
+        await wait_healthy(base)
+        async with ws_connect(base) as client:
+            await client.subscribe()
+            await aconn.execute("INSERT INTO books (title) SELECT 'b' || g FROM generate_series(1, 5000) g")
+            got = 0
+            while got < 5000:
+                if (await client.recv(10))["type"] == "change":
+                    got += 1
+    assert got == 5000
