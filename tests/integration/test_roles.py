@@ -1,0 +1,81 @@
+"""Least-privilege roles created by the migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from notifier.app import create_app
+from tests.servers import serve, settings_for, wait_healthy, ws_connect
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+
+@pytest.fixture
+def login(conn: Conn, db_url: str) -> Iterator[Any]:
+    """Make a login role that is a member of the given rowcast role; yields a URL factory."""
+    made: list[str] = []
+
+    def make(member_of: str) -> str:
+        name = f"rc_{member_of[8:]}_{uuid.uuid4().hex[:6]}"
+        conn.execute(f"CREATE ROLE {name} LOGIN IN ROLE {member_of}")
+        made.append(name)
+        return db_url.replace("postgres@", f"{name}@", 1)
+
+    yield make
+    for name in made:
+        conn.execute(f"DROP OWNED BY {name}")
+        conn.execute(f"DROP ROLE {name}")
+
+
+def test_app_role_writes_books_but_cannot_touch_the_change_log(login: Any, conn: Conn) -> None:
+    with psycopg.connect(login("rowcast_app"), autocommit=True) as app:
+        app.execute("INSERT INTO books (title) VALUES ('by the app role')")
+        app.execute("UPDATE books SET num_pages = 3")
+        for statement in (
+            "SELECT * FROM rowcast.changes",
+            "INSERT INTO rowcast.changes (schema_name, table_name, op) VALUES ('public', 'books', 'insert')",
+            "DELETE FROM rowcast.changes",
+            "SELECT rowcast.enable_capture('books')",
+            "SELECT rowcast.set_wake_mode('coalesced')",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                app.execute(statement)
+    ops = conn.execute("SELECT op FROM rowcast.changes ORDER BY id").fetchall()
+    assert ops == [("insert",), ("update",)]  # the trigger still logged the app's writes
+
+
+def test_notifier_role_reads_the_log_but_not_the_tables(login: Any) -> None:
+    with psycopg.connect(login("rowcast_notifier"), autocommit=True) as notifier:
+        notifier.execute("SELECT count(*) FROM rowcast.changes")
+        notifier.execute("LISTEN rowcast")
+        for statement in (
+            "SELECT * FROM books",
+            "INSERT INTO books (title) VALUES ('no')",
+            "DELETE FROM rowcast.changes",
+            "INSERT INTO rowcast.changes (schema_name, table_name, op) VALUES ('public', 'books', 'insert')",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                notifier.execute(statement)
+
+
+@pytest.mark.parametrize("mode", ["notify", "coalesced"])
+async def test_notifier_runs_end_to_end_as_rowcast_notifier(login: Any, conn: Conn, mode: str) -> None:
+    conn.execute("SELECT rowcast.set_wake_mode(%s)", (mode,))
+    url = login("rowcast_notifier")
+    async with serve(create_app(settings_for(url))) as base:
+        await wait_healthy(base)
+        async with ws_connect(base) as client:
+            sub = await client.subscribe()
+            await asyncio.to_thread(
+                conn.execute, "INSERT INTO books (title) VALUES ('seen by a least-privilege notifier')"
+            )
+            change = await client.until(lambda f: f["type"] == "change")
+            await client.subscribe(ref="replay", cursor=sub["cursor"])
+            replayed = await client.until(lambda f: f["type"] == "change" and f["ref"] == "replay")
+    assert change["row"]["title"] == replayed["row"]["title"] == "seen by a least-privilege notifier"
