@@ -55,8 +55,16 @@ def run_app(app: Any, settings: Settings, banner: Callable[[], None] | None = No
     check_port(settings.host, settings.port)
     if banner is not None:
         banner()
+    from rowcast.accesslog import RedactingAccessLogger
+
     web.run_app(
-        app, host=settings.host, port=settings.port, print=None, shutdown_timeout=5, handle_signals=True
+        app,
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        shutdown_timeout=5,
+        handle_signals=True,
+        access_log_class=RedactingAccessLogger,
     )
     return 0
 
