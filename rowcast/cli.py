@@ -208,6 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=os.environ.get("ROWCAST_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if logging.getLogger().level > logging.DEBUG:
+        # Migration chatter is not news to someone starting rowcast.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     handler: Handler = args.handler
     try:
         return handler(args)

@@ -6,8 +6,22 @@ import pytest
 
 from notifier.filters import BOOLEAN, DATETIME, NUMERIC, STRING, Filter, FilterError
 
-COLUMNS = {"id": NUMERIC, "title": STRING, "owner": STRING, "num_pages": NUMERIC, "done": BOOLEAN, "at": DATETIME}
-ROW = {"id": 1, "title": "Dune_2", "owner": "alice", "num_pages": 412, "done": False, "at": "2026-01-02T10:00:00+00:00"}
+COLUMNS = {
+    "id": NUMERIC,
+    "title": STRING,
+    "owner": STRING,
+    "num_pages": NUMERIC,
+    "done": BOOLEAN,
+    "at": DATETIME,
+}
+ROW = {
+    "id": 1,
+    "title": "Dune_2",
+    "owner": "alice",
+    "num_pages": 412,
+    "done": False,
+    "at": "2026-01-02T10:00:00+00:00",
+}
 
 
 @pytest.mark.parametrize(
