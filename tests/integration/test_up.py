@@ -146,6 +146,11 @@ async def test_up_serves_the_page_and_a_psql_insert_reaches_a_websocket(data_dir
     assert postgres_processes(data_dir) == [], "embedded Postgres left running"
 
 
+async def count_books(base: str) -> int:
+    async with aiohttp.ClientSession() as http, http.get(base + "/api/books") as resp:
+        return len((await resp.json())["items"])
+
+
 @pytest.mark.timeout(180)
 def test_second_up_reuses_the_data_and_seeds_only_once(data_dir: Path) -> None:
     for _ in range(2):
@@ -153,11 +158,7 @@ def test_second_up_reuses_the_data_and_seeds_only_once(data_dir: Path) -> None:
         up.read_until("rowcast is up:")
         asyncio.run(wait_healthy(up.base))
 
-        async def count() -> int:
-            async with aiohttp.ClientSession() as http, http.get(up.base + "/api/books") as resp:
-                return len((await resp.json())["items"])
-
-        assert asyncio.run(count()) == 4
+        assert asyncio.run(count_books(up.base)) == 4
         assert up.interrupt() == 0
 
 
