@@ -17,6 +17,7 @@ from notifier.hub import Hub
 from notifier.listener import Listener, event_lag_seconds
 from notifier.longpoll import changes
 from notifier.metrics import Metrics
+from notifier.retention import prune_forever
 from notifier.service import Notifier
 from notifier.sse import sse
 from notifier.state import ACCESS, LISTENER, NOTIFIER, SOCKETS, STREAMS
@@ -67,7 +68,11 @@ def setup(app: web.Application, settings: Settings) -> None:
         app[NOTIFIER] = notifier
         app[LISTENER] = listener
         run = asyncio.create_task(listener.run(), name="rowcast-listener")
-        tasks = [run, asyncio.create_task(listener.send_markers(), name="rowcast-checkpoints")]
+        tasks = [
+            run,
+            asyncio.create_task(listener.send_markers(), name="rowcast-checkpoints"),
+            asyncio.create_task(prune_forever(pool, settings.retention), name="rowcast-retention"),
+        ]
         # Give the first LISTEN a moment: a pooler that breaks LISTEN is refused at startup.
         # A database that is simply down is not fatal: we serve, report 503, and keep trying.
         ready = asyncio.create_task(listener.ready.wait())

@@ -143,7 +143,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
         return run_app(app, settings, banner)
     finally:
-        if started_embedded and not os.environ.get("ROWCAST_KEEP_DB"):
+        if started_embedded and not settings.keep_db:
             embedded(settings).stop()
 
 

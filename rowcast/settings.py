@@ -44,7 +44,10 @@ ENV: dict[str, Setting] = {
         "ROWCAST_ALLOWED_ORIGINS", "comma-separated Origins allowed on /ws and /sse (default: same host)"
     ),
     "cors_origins": Setting("ROWCAST_CORS_ORIGINS", "comma-separated Origins given CORS headers"),
-    "retention": Setting("ROWCAST_RETENTION", "how long the change log keeps events (default 24h)"),
+    "retention": Setting(
+        "ROWCAST_RETENTION",
+        "how long the change log keeps events; the notifier prunes every 5 min (default 24h)",
+    ),
     "checkpoint_interval": Setting(
         "ROWCAST_CHECKPOINT_INTERVAL", "checkpoint cadence while events flow (default 100ms)"
     ),
@@ -64,6 +67,9 @@ ENV: dict[str, Setting] = {
         "notify | coalesced: applied to the database by `rowcast migrate` and `up` when set",
     ),
     "log_level": Setting("ROWCAST_LOG_LEVEL", "DEBUG | INFO | WARNING (default INFO)"),
+    "keep_db": Setting(
+        "ROWCAST_KEEP_DB", "1: `rowcast up` leaves the embedded Postgres running when it stops"
+    ),
     "startup_wait": Setting(
         "ROWCAST_STARTUP_WAIT",
         "how long the notifier waits for its first LISTEN before serving (default 10s)",
@@ -96,6 +102,7 @@ class Settings:
     wake_mode: str = "notify"
     log_level: str = "INFO"
     startup_wait: float = 10.0
+    keep_db: bool = False
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with the given fields changed (None values are ignored, as from argparse)."""
@@ -129,6 +136,7 @@ _CONVERT: dict[str, Any] = {
     "checkpoint_interval": parse_duration,
     "heartbeat": parse_duration,
     "startup_wait": parse_duration,
+    "keep_db": lambda v: v.strip().lower() in ("1", "true", "yes", "on"),
     "queue_messages": int,
     "queue_bytes": int,
     "max_frame_bytes": int,

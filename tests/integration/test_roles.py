@@ -79,3 +79,22 @@ async def test_notifier_runs_end_to_end_as_rowcast_notifier(login: Any, conn: Co
             await client.subscribe(ref="replay", cursor=sub["cursor"])
             replayed = await client.until(lambda f: f["type"] == "change" and f["ref"] == "replay")
     assert change["row"]["title"] == replayed["row"]["title"] == "seen by a least-privilege notifier"
+
+
+async def test_retention_prunes_once_per_round_and_a_least_privilege_role_may_not(
+    login: Any, conn: Conn, db_url: str
+) -> None:
+    from psycopg_pool import AsyncConnectionPool
+
+    from notifier.retention import prune_once
+
+    conn.execute("INSERT INTO books (title) VALUES ('old'), ('older')")
+    conn.execute("UPDATE rowcast.changes SET at = now() - interval '2 days'")
+    async with AsyncConnectionPool(db_url, open=False, kwargs={"autocommit": True}) as pool:
+        assert await prune_once(pool, 24 * 3600) == 2
+    assert conn.execute("SELECT count(*) FROM rowcast.changes").fetchone() == (0,)
+    async with AsyncConnectionPool(
+        login("rowcast_notifier"), open=False, kwargs={"autocommit": True}
+    ) as pool:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            await prune_once(pool, 24 * 3600)
