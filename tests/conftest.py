@@ -15,11 +15,28 @@ from db import migrate
 from tests.pg import Server, test_server
 
 
+def traversable_tmpdir(prefix: str) -> Path:
+    """A temp dir the embedded server's own user can reach when tests run as root.
+
+    Not under pytest's tmp_path: pytest keeps /tmp/pytest-of-<user> at mode 0700 (and resets it
+    when another session starts), which locks that user out.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tmp_root() -> Iterator[Path]:
-    # Short and world-traversable: the embedded server runs as another user when we are root.
-    path = Path(tempfile.mkdtemp(prefix="rct-", dir="/tmp"))
-    path.chmod(0o755)
+    path = traversable_tmpdir("rct-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_tmp() -> Iterator[Path]:
+    """A fresh traversable directory for a private embedded Postgres or `rowcast up` data dir."""
+    path = traversable_tmpdir("rct-own-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
 

@@ -148,11 +148,9 @@ async def test_listen_connection_terminated_mid_stream_loses_nothing(
 
 
 @pytest.fixture
-def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+def own_postgres(pg_tmp: Path) -> Iterator[EmbeddedPostgres]:
     """A private embedded server this test may restart."""
-    path = Path(tmp_path_factory.mktemp("restart"))
-    path.chmod(0o755)
-    server = EmbeddedPostgres(path / "pg")
+    server = EmbeddedPostgres(pg_tmp / "pg")
     server.start()
     migrate.upgrade(server.url())
     yield server

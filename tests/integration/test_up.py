@@ -76,11 +76,9 @@ def postgres_processes(data_dir: Path) -> list[psutil.Process]:
 
 
 @pytest.fixture
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("up")
-    path.chmod(0o755)
-    yield path / "data"
-    for proc in postgres_processes(path):
+def data_dir(pg_tmp: Path) -> Iterator[Path]:
+    yield pg_tmp / "data"
+    for proc in postgres_processes(pg_tmp):
         proc.kill()
 
 
