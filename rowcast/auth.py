@@ -62,7 +62,7 @@ class Principal:
             return True
         if row is None:
             return False
-        return all(row.get(column) == value for column, value in scope.items())
+        return all(same_value(row.get(column), value) for column, value in scope.items())
 
     def seconds_left(self, now: float | None = None) -> float | None:
         if self.expires_at is None:
@@ -71,6 +71,16 @@ class Principal:
 
 
 OPEN = Principal(sub="anonymous", anonymous=True)
+
+
+def same_value(actual: Any, wanted: Any) -> bool:
+    """Scope equality across JSON types: `rowcast token --scope books.owner=42` makes the integer
+    42, which must match a text column's "42" (the API compares in the column's type likewise)."""
+    if actual == wanted:
+        return True
+    if actual is None or wanted is None or isinstance(actual, bool | dict | list) or isinstance(wanted, bool):
+        return False
+    return str(actual) == str(wanted)
 
 
 def _tables(values: Iterable[str] | None) -> list[str] | None:

@@ -1,0 +1,85 @@
+"""The aiohttp side of the API: `setup` adds it to any app, `create_app` makes an app of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from api import openapi, store
+from api.middleware import api_middleware
+from api.resources import RESOURCES, Resource
+from api.state import ENGINE, SETTINGS
+from api.views import ResourceView
+from db.urls import sqlalchemy_url
+from rowcast.settings import Settings
+
+log = logging.getLogger("rowcast.api")
+
+APPLICATION_NAME = "api"  # change events read "<actor> via api"
+HEALTH_TIMEOUT = 3.0
+
+
+def create_app(settings: Settings) -> web.Application:
+    """A new aiohttp app serving only the API."""
+    app = web.Application()
+    setup(app, settings)
+    return app
+
+
+def setup(app: web.Application, settings: Settings, resources: Iterable[Resource] = RESOURCES) -> None:
+    """Add the API under /api to `app`: routes, its middleware, and a database engine for its lifetime."""
+    resources = tuple(resources)
+    app[SETTINGS] = settings
+    app.middlewares.append(api_middleware(settings))
+    app.cleanup_ctx.append(_engine_context(settings))
+    document = openapi.document(resources, settings)
+
+    async def describe(request: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    app.router.add_get("/api/healthz", healthz, allow_head=False)
+    app.router.add_get("/api/openapi.json", describe, allow_head=False)
+    for resource in resources:
+        ResourceView(resource).add_routes(app)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT):
+            await store.ping(request.app[ENGINE])
+    except Exception as exc:  # any failure to answer SELECT 1 means "not ready", never a 500
+        log.warning("health check failed: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return web.json_response(
+            {"status": "unavailable", "error": "unavailable", "message": "the database does not answer"},
+            status=503,
+        )
+    return web.json_response({"status": "ok"})
+
+
+def make_engine(url: str) -> AsyncEngine:
+    return create_async_engine(
+        sqlalchemy_url(url),
+        connect_args={"application_name": APPLICATION_NAME, "connect_timeout": 10},
+        pool_pre_ping=True,  # a restarted Postgres costs one reconnect, not one failed request
+    )
+
+
+def _engine_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def engine(app: web.Application) -> AsyncIterator[None]:
+        url = settings.database_url
+        if url is None:
+            # Imported here: only the embedded case needs it. Starting it runs pg_ctl, off the loop.
+            from rowcast.database import resolve_url
+
+            url = await asyncio.to_thread(resolve_url, settings)
+        app[ENGINE] = make_engine(url)
+        try:
+            yield
+        finally:
+            await app[ENGINE].dispose()
+
+    return engine

@@ -1,0 +1,148 @@
+"""The HTTP handlers, written once for any declared resource, and the routes that reach them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from api import listing, principal, store
+from api.errors import ApiError, not_found
+from api.fields import Field
+from api.middleware import request_id
+from api.preconditions import etag, if_match
+from api.resources import Resource
+from api.state import ENGINE, SETTINGS
+from api.validation import Mode, read_json, validate
+from rowcast.auth import Principal
+
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+class ResourceView:
+    """List, create, read, replace, patch and delete rows of one resource."""
+
+    def __init__(self, resource: Resource) -> None:
+        self.resource = resource
+
+    def add_routes(self, app: web.Application) -> None:
+        collection, item = self.resource.path, self.resource.path + "/{id}"
+        app.router.add_get(collection, self.index, allow_head=False)
+        app.router.add_post(collection, self.create)
+        app.router.add_get(item, self.get, allow_head=False)
+        app.router.add_put(item, self.replace)
+        app.router.add_patch(item, self.patch)
+        app.router.add_delete(item, self.delete)
+
+    async def index(self, request: web.Request) -> web.Response:
+        _, scope = self._access(request, write=False)
+        settings = request.app[SETTINGS]
+        query = listing.parse(self.resource, request.query, settings.max_page_size)
+        page = await store.list_page(request.app[ENGINE], self.resource, query, scope)
+        return web.json_response(
+            {
+                "items": [self.resource.to_json(row) for row in page.rows],
+                "cursor": page.cursor,
+                "limit": query.limit,
+                "offset": query.offset,
+                "total": page.total,
+            }
+        )
+
+    async def get(self, request: web.Request) -> web.Response:
+        _, scope = self._access(request, write=False)
+        key = self._key(request)
+        row = await store.get(request.app[ENGINE], self.resource, key, scope)
+        if row is None:
+            raise self._missing(key)
+        return self._row(row)
+
+    async def create(self, request: web.Request) -> web.Response:
+        who, scope = self._access(request, write=True)
+        values = await self._body(request, "create")
+        for column, wanted in scope.items():
+            if not self.resource.fields[column].writable:
+                raise ApiError(403, f"this token may not create {self.resource.name} rows")
+            values.setdefault(column, wanted)  # omitted: the row lands in the caller's scope
+        _check_scope(values, scope)
+        row = await store.insert(request.app[ENGINE], self.resource, values, self._stamp(request, who))
+        response = self._row(row, status=201)
+        response.headers["Location"] = f"{self.resource.path}/{row[self.resource.key.name]}"
+        return response
+
+    async def replace(self, request: web.Request) -> web.Response:
+        return await self._update(request, "replace")
+
+    async def patch(self, request: web.Request) -> web.Response:
+        return await self._update(request, "patch")
+
+    async def delete(self, request: web.Request) -> web.Response:
+        who, scope = self._access(request, write=True)
+        key = self._key(request)
+        match = if_match(request)
+        stamp = self._stamp(request, who)
+        outcome = await store.delete(request.app[ENGINE], self.resource, key, match, scope, stamp)
+        self._written(key, outcome)
+        return web.Response(status=204)
+
+    async def _update(self, request: web.Request, mode: Mode) -> web.Response:
+        who, scope = self._access(request, write=True)
+        key = self._key(request)
+        match = if_match(request)
+        values = await self._body(request, mode)
+        _check_scope(values, scope)  # a write may not move a row out of the caller's scope
+        stamp = self._stamp(request, who)
+        outcome = await store.update(request.app[ENGINE], self.resource, key, values, match, scope, stamp)
+        return self._row(self._written(key, outcome))
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _access(self, request: web.Request, *, write: bool) -> tuple[Principal, Mapping[str, Any]]:
+        """Who asks (401 if unknown) and their row scope (403 if the table is off limits)."""
+        who = principal.authenticate(request, request.app[SETTINGS])
+        return who, principal.require(who, self.resource, write=write)
+
+    def _stamp(self, request: web.Request, who: Principal) -> store.Stamp:
+        return store.Stamp(principal.actor(request, who, request.app[SETTINGS]), request_id(request))
+
+    async def _body(self, request: web.Request, mode: Mode) -> dict[str, Any]:
+        body = await read_json(request, request.app[SETTINGS].max_body_bytes)
+        return validate(self.resource, body, mode)
+
+    def _key(self, request: web.Request) -> int:
+        raw = request.match_info["id"]
+        field: Field = self.resource.fields[self.resource.key.name]
+        if not _DIGITS.fullmatch(raw) or (field.maximum is not None and int(raw) > field.maximum):
+            raise not_found(f"no {self.resource.name} row with id {raw[:40]!r}")
+        return int(raw)
+
+    def _missing(self, key: int) -> ApiError:
+        # Also for rows outside the caller's scope: a 403 would reveal that the row exists.
+        return not_found(f"no {self.resource.name} row with id {key}")
+
+    def _written(self, key: int, outcome: store.Outcome) -> store.Row:
+        if outcome.row is not None:
+            return outcome.row
+        if outcome.current is None:
+            raise self._missing(key)
+        current = outcome.current
+        raise ApiError(
+            412,
+            f"{self.resource.name} {key} is at version {current['version']}, not the one in If-Match; "
+            "reload it (the current row is in `current`) or send If-Match: * to overwrite",
+            headers={"ETag": etag(current["version"])},
+            extra={"current": self.resource.to_json(current)},
+        )
+
+    def _row(self, row: Mapping[str, Any], status: int = 200) -> web.Response:
+        return web.json_response(
+            self.resource.to_json(row), status=status, headers={"ETag": etag(row["version"])}
+        )
+
+
+def _check_scope(values: Mapping[str, Any], scope: Mapping[str, Any]) -> None:
+    for column, wanted in scope.items():
+        if column in values and values[column] != wanted:
+            raise ApiError(403, f"{column} must be {wanted!r} for this token")
