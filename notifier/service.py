@@ -150,9 +150,6 @@ class Notifier:
                 session.send("subscribed", {"ref": spec.ref, "cursor": str(now)}, sse_id=str(now))
                 pending = sub.buffer
             else:
-                session.send(
-                    "subscribed", {"ref": spec.ref, "cursor": str(spec.cursor)}, sse_id=str(spec.cursor)
-                )
                 now = await self._replay(session, sub, spec)
                 pending = [e for e in sub.buffer if not now.visible(e.xid)]
             for event in pending:
@@ -186,6 +183,9 @@ class Notifier:
     async def _replay(self, session: Session, sub: Subscription, spec: Spec) -> Snapshot:
         assert spec.cursor is not None
         async with replay(self.pool, spec.cursor, (spec.table.schema, spec.table.name)) as (now, events):
+            # Only now is the cursor known to be replayable: an expired or foreign one never
+            # gets a 'subscribed' first.
+            session.send("subscribed", {"ref": spec.ref, "cursor": str(spec.cursor)}, sse_id=str(spec.cursor))
             count = 0
             async for event in events:
                 if session.closed:
