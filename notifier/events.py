@@ -1,32 +1,105 @@
-"""A change event, parsed once from a NOTIFY payload or a change-log row."""
+"""A change event, parsed once from a NOTIFY payload or a change-log row.
+
+`raw` is the event's JSON text as Postgres built it (the trigger's payload, or the same object
+built in SQL during a replay). A subscriber that sees the whole event unfiltered gets that text
+verbatim, so the common path encodes nothing; the row images are parsed only when a filter, a
+scope or a column projection needs them.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
-# The columns of rowcast.changes, in the order the replay queries select them.
+# What a replay selects: the routing fields, the key, and the whole event as JSON text.
 LOG_COLUMNS = (
-    'id, xid::text, at, schema_name, table_name, op, pk, "row", old, '
-    "db_user, application_name, host(client_addr), actor, request_id"
+    "id, xid::text, schema_name, table_name, op, pk, "
+    "jsonb_build_object('id', id, 'xid', xid::text, 'at', at, 'schema', schema_name, "
+    "'table', table_name, 'op', op, 'pk', pk, 'row', \"row\", 'old', old, "
+    "'actor', jsonb_build_object('user', db_user, 'app', application_name, "
+    "'addr', host(client_addr), 'actor', actor, 'request_id', request_id))::text"
 )
 
+_UNPARSED: Any = object()
 
-@dataclass(eq=False)
+
 class Event:
-    id: int
-    xid: int
-    at: str
-    schema: str
-    table: str
-    op: str
-    pk: dict[str, Any] | None
-    row: dict[str, Any] | None
-    old: dict[str, Any] | None
-    actor: dict[str, Any]
-    # Encoded bodies of this event, one per distinct view (see notifier/views.py).
-    encoded: dict[Any, str] = field(default_factory=dict, repr=False)
+    __slots__ = (
+        "_actor",
+        "_at",
+        "_old",
+        "_row",
+        "encoded",
+        "id",
+        "op",
+        "pk",
+        "raw",
+        "schema",
+        "table",
+        "xid",
+    )
+
+    def __init__(
+        self,
+        id: int,
+        xid: int,
+        at: str,
+        schema: str,
+        table: str,
+        op: str,
+        pk: dict[str, Any] | None,
+        row: dict[str, Any] | None = None,
+        old: dict[str, Any] | None = None,
+        actor: dict[str, Any] | None = None,
+        raw: str | None = None,
+    ) -> None:
+        self.id = id
+        self.xid = xid
+        self.schema = schema
+        self.table = table
+        self.op = op
+        self.pk = pk
+        self.raw = raw
+        self._at = at
+        self._row = row
+        self._old = old
+        self._actor = actor if actor is not None else ({} if raw is None else _UNPARSED)
+        # Encoded bodies of this event, one per distinct view (see notifier/hub.py).
+        self.encoded: dict[Any, str] = {}
+
+    def _parse(self) -> None:
+        assert self.raw is not None
+        data = json.loads(self.raw)
+        self._row, self._old, self._actor, self._at = (
+            data.get("row"),
+            data.get("old"),
+            data.get("actor") or {},
+            data["at"],
+        )
+
+    @property
+    def row(self) -> dict[str, Any] | None:
+        if self._row is _UNPARSED:
+            self._parse()
+        return self._row
+
+    @property
+    def old(self) -> dict[str, Any] | None:
+        if self._old is _UNPARSED:
+            self._parse()
+        return self._old
+
+    @property
+    def actor(self) -> dict[str, Any]:
+        if self._actor is _UNPARSED:
+            self._parse()
+        return self._actor  # type: ignore[no-any-return]
+
+    @property
+    def at(self) -> str:
+        if self._at is _UNPARSED:
+            self._parse()
+        return self._at  # type: ignore[no-any-return]
 
     @property
     def qualified(self) -> str:
@@ -45,35 +118,27 @@ class Event:
             return self.old
         return None
 
+    def __repr__(self) -> str:
+        return f"Event(id={self.id}, xid={self.xid}, {self.op} {self.qualified} {self.pk})"
+
     @classmethod
-    def from_payload(cls, data: dict[str, Any]) -> Event:
+    def from_payload(cls, data: dict[str, Any], raw: str | None = None) -> Event:
         """From the JSON the capture trigger sends; raises KeyError/TypeError/ValueError if malformed."""
         return cls(
-            id=int(data["id"]),
-            xid=int(data["xid"]),
-            at=str(data["at"]),
-            schema=str(data["schema"]),
-            table=str(data["table"]),
-            op=str(data["op"]),
-            pk=data.get("pk"),
-            row=data.get("row"),
-            old=data.get("old"),
-            actor=dict(data.get("actor") or {}),
+            int(data["id"]),
+            int(data["xid"]),
+            str(data["at"]),
+            str(data["schema"]),
+            str(data["table"]),
+            str(data["op"]),
+            data.get("pk"),
+            data.get("row"),
+            data.get("old"),
+            dict(data.get("actor") or {}),
+            raw,
         )
 
     @classmethod
     def from_log_row(cls, r: tuple[Any, ...]) -> Event:
-        """From a row selected with LOG_COLUMNS."""
-        at = r[2]
-        return cls(
-            id=int(r[0]),
-            xid=int(r[1]),
-            at=at.isoformat() if hasattr(at, "isoformat") else str(at),
-            schema=r[3],
-            table=r[4],
-            op=r[5],
-            pk=r[6],
-            row=r[7],
-            old=r[8],
-            actor={"user": r[9], "app": r[10], "addr": r[11], "actor": r[12], "request_id": r[13]},
-        )
+        """From a row selected with LOG_COLUMNS; the images stay unparsed until needed."""
+        return cls(int(r[0]), int(r[1]), _UNPARSED, r[2], r[3], r[4], r[5], _UNPARSED, _UNPARSED, None, r[6])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from notifier.events import Event
 from notifier.filters import Filter
 from notifier.outbox import Frame, Outbox
+from notifier.snapshot import Snapshot
 from rowcast.auth import Principal
 
 log = logging.getLogger("rowcast.notifier.hub")
@@ -27,14 +29,26 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+def checkpoint_frame(cursor: str) -> str:
+    return '{"type":"checkpoint","cursor":' + dumps(cursor) + "}"
+
+
 def _project(image: dict[str, Any] | None, columns: tuple[str, ...] | None) -> dict[str, Any] | None:
     if image is None or columns is None:
         return image
     return {k: v for k, v in image.items() if k in columns}
 
 
+def _key_before(event: Event) -> dict[str, Any]:
+    """The row's primary key before the change (an update may have changed it)."""
+    before = event.old_image() or {}
+    return {column: before.get(column, value) for column, value in (event.pk or {}).items()}
+
+
 def encode_view(event: Event, variant: str, columns: tuple[str, ...] | None) -> str:
     """The change body for one view of an event, encoded once per (variant, columns)."""
+    if variant == "full" and columns is None and event.raw is not None:
+        return event.raw  # Postgres already wrote this JSON: nothing to encode
     cache_key = (variant, columns)
     body = event.encoded.get(cache_key)
     if body is not None:
@@ -53,7 +67,8 @@ def encode_view(event: Event, variant: str, columns: tuple[str, ...] | None) -> 
     if variant == "in":  # an update moved the row into this subscriber's view
         fields.update(op="insert", old=None, moved="in")
     elif variant == "out":  # ... or out of it: only the key, never the other side's data
-        fields.update(op="delete", row=None, old=dict(event.pk or {}), moved="out")
+        key = _key_before(event)  # the key the subscriber has, if the update also changed it
+        fields.update(op="delete", pk=key, row=None, old=key, moved="out")
     body = dumps(fields)
     event.encoded[cache_key] = body
     return body
@@ -70,6 +85,8 @@ class Subscription:
     mode: str  # all | latest
     state: str = REPLAYING
     buffer: list[Event] = field(default_factory=list)
+    # The cursor it started from: what that cursor saw, the client has (or its snapshot does).
+    since: Snapshot | None = None
     prefix: str = ""
 
     def __post_init__(self) -> None:
@@ -112,6 +129,10 @@ class Subscription:
 
     def offer(self, event: Event) -> None:
         """From the hub: buffer while replaying, else deliver."""
+        if self.since is not None and self.since.visible(event.xid):
+            # The listener republishes from its own last checkpoint after a reconnect (or on a
+            # coalesced read), which may be older than this subscription's cursor.
+            return
         if self.state == REPLAYING:
             self.buffer.append(event)
             if len(self.buffer) > self.session.outbox.max_messages * 10:
@@ -152,19 +173,29 @@ class Session:
         data = sub.render(event)
         if data is None:
             return False
-        frame = Frame("change", data, key=f"{sub.ref}\x00{event.row_key}")
-        if not self.outbox.put(frame, coalesce=sub.mode == "latest"):
+        latest = sub.mode == "latest"
+        key: str | None = f"{sub.ref}\x00{event.row_key}"
+        if latest and (event.op == "truncate" or _key_before(event) != event.pk):
+            # A truncate or a key change reaches beyond one row: a later change coalesced into a
+            # frame queued before it would be applied before it, and be wiped or left stale.
+            self.outbox.forget_rows(f"{sub.ref}\x00")
+            key = None
+        frame = Frame("change", data, key=key)
+        if not self.outbox.put(frame, coalesce=latest):
             self._overflow()
         return True
 
-    def checkpoint(self, cursor: str) -> None:
+    def checkpoint(self, cursor: str, data: str | None = None) -> None:
+        """Queue a checkpoint; `data` is its frame, encoded once by the hub for every session."""
         if not self.subscriptions or self.closed:
             return
         if self.replaying:
             # A checkpoint promises everything before it was sent: hold it until replays finish.
             self.held_checkpoint = cursor
             return
-        self.send("checkpoint", {"cursor": cursor}, sse_id=cursor)
+        frame = Frame("checkpoint", data or checkpoint_frame(cursor), cursor)
+        if not self.outbox.put(frame):
+            self._overflow()
 
     def replay_finished(self) -> None:
         self.replaying -= 1
@@ -184,7 +215,14 @@ class Session:
 
 
 class Hub:
-    def __init__(self) -> None:
+    def __init__(self, checkpoint_interval: float = 0.0) -> None:
+        # Clients get at most one checkpoint per interval (the newest, on the trailing edge):
+        # at low change rates a checkpoint after every change would double the frames written.
+        # A checkpoint sent later than it arrived still keeps its promise.
+        self.checkpoint_interval = checkpoint_interval
+        self._checkpoint_pending: str | None = None
+        self._checkpoint_sent = 0.0
+        self._checkpoint_timer: asyncio.TimerHandle | None = None
         self.by_table: dict[str, set[Subscription]] = {}
         self.sessions: set[Session] = set()
         self.waiters: dict[str, set[asyncio.Event]] = {}
@@ -236,5 +274,24 @@ class Hub:
                 del self.waiters[table]
 
     def checkpoint(self, cursor: str) -> None:
+        self._checkpoint_pending = cursor
+        wait = self._checkpoint_sent + self.checkpoint_interval - time.monotonic()
+        if wait <= 0:
+            self._send_checkpoint()
+        elif self._checkpoint_timer is None:
+            self._checkpoint_timer = asyncio.get_running_loop().call_later(wait, self._send_checkpoint)
+
+    def _send_checkpoint(self) -> None:
+        self._checkpoint_timer = None
+        cursor, self._checkpoint_pending = self._checkpoint_pending, None
+        if cursor is None:
+            return
+        self._checkpoint_sent = time.monotonic()
+        data = checkpoint_frame(cursor)
         for session in tuple(self.sessions):
-            session.checkpoint(cursor)
+            session.checkpoint(cursor, data)
+
+    def close(self) -> None:
+        if self._checkpoint_timer is not None:
+            self._checkpoint_timer.cancel()
+            self._checkpoint_timer = None

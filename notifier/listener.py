@@ -223,7 +223,7 @@ class Listener:
                     log.warning("change %s announced by reference is not in the log (pruned?)", data["id"])
                     return
             else:
-                event = Event.from_payload(data)
+                event = Event.from_payload(data, raw=payload)
         except (ValueError, KeyError, TypeError) as exc:
             self.malformed += 1
             log.warning("skipped a malformed notification (%s): %.200r", exc, payload)

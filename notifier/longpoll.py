@@ -88,7 +88,7 @@ async def changes(request: web.Request) -> web.Response:
         return web.json_response(
             {"error": "unavailable", "message": "the database is unavailable"}, status=503
         )
-    notifier.metrics.messages_out.labels("longpoll").inc(len(bodies))
+    notifier.messages_out["longpoll"].inc(len(bodies))
     text = (
         '{"changes":['
         + ",".join(bodies)

@@ -64,6 +64,11 @@ class Outbox:
         self._ready.set()
         return True
 
+    def forget_rows(self, prefix: str) -> None:
+        """Queued frames whose key starts with `prefix` take no more replacements."""
+        for key in [k for k in self.pending_rows if k.startswith(prefix)]:
+            del self.pending_rows[key]
+
     async def get(self, max_batch: int = 256) -> list[Frame]:
         """Wait for frames and take up to `max_batch` of them (superseded ones skipped)."""
         while not self.frames and not self.overflowed:

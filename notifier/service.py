@@ -58,6 +58,8 @@ class Notifier:
         self.hub = hub
         self.catalog = catalog
         self.metrics = metrics
+        # Label children resolved once: .labels() is a lookup on every write otherwise.
+        self.messages_out = {t: metrics.messages_out.labels(t) for t in ("ws", "sse", "longpoll")}
 
     def open_session(
         self, principal: Principal, on_close: Callable[[int, str], None], transport: str
@@ -132,6 +134,7 @@ class Notifier:
         sub = Subscription(
             spec.ref, session, spec.table.qualified, spec.table.pk, spec.filter, spec.columns, spec.mode
         )
+        sub.since = spec.cursor
         # Live first (buffered), then replay: the order that makes resume gap-free.
         self.hub.register(sub)
         self.metrics.subscriptions.set(self.hub.subscription_count)
@@ -148,7 +151,8 @@ class Notifier:
             if spec.cursor is None:
                 now = await current_snapshot(self.pool)
                 session.send("subscribed", {"ref": spec.ref, "cursor": str(now)}, sse_id=str(now))
-                pending = sub.buffer
+                sub.since = now
+                pending = [e for e in sub.buffer if not now.visible(e.xid)]
             else:
                 now = await self._replay(session, sub, spec)
                 pending = [e for e in sub.buffer if not now.visible(e.xid)]

@@ -81,7 +81,7 @@ async def sse(request: web.Request) -> web.StreamResponse:
 
         async def write(batch: list[Frame]) -> None:
             await response.write(b"".join(encode(f) for f in batch))
-            notifier.metrics.messages_out.labels("sse").inc(len(batch))
+            notifier.messages_out["sse"].inc(len(batch))
 
         async def keepalive() -> None:
             while True:

@@ -39,23 +39,26 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     limiter = app[ACCESS]
     if not limiter.acquire(principal):
         return json_error(429, "too_many_connections", f"at most {limiter.limit} connections per subject")
-
     ws = web.WebSocketResponse(
         heartbeat=settings.heartbeat,
         max_msg_size=settings.max_frame_bytes,
         protocols=(SUBPROTOCOL,),
         compress=False,
     )
-    closing: dict[str, Any] = {}
-    closed = asyncio.Event()
+    # One task per connection besides the handler itself (which reads): the writer. Memory per
+    # idle client is dominated by tasks and their frames, so expiry is a timer, not a task.
+    closers: list[asyncio.Task[None]] = []
+    tasks: set[asyncio.Task[Any]] = set()
 
     def on_close(code: int, reason: str) -> None:
-        closing.update(code=code, reason=reason)
-        closed.set()
+        if not closers:
+            closers.append(asyncio.create_task(_close(ws, request, code, reason), name="rowcast-ws-close"))
 
     session = notifier.open_session(principal, on_close, "ws")
     app[SOCKETS].add(ws)
-    tasks: set[asyncio.Task[Any]] = set()
+    out = notifier.messages_out["ws"]
+    writer: asyncio.Task[None] | None = None
+    expiry: asyncio.TimerHandle | None = None
     try:
         await ws.prepare(request)
 
@@ -63,27 +66,23 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             for frame in batch:
                 assert frame.data is not None
                 await ws.send_str(frame.data)
-            notifier.metrics.messages_out.labels("ws").inc(len(batch))
+            out.inc(len(batch))
 
         writer = asyncio.create_task(run_writer(session, write), name="rowcast-ws-writer")
-        reader = asyncio.create_task(_read(ws, notifier, session, tasks), name="rowcast-ws-reader")
-        watchers = [writer, reader, asyncio.create_task(closed.wait(), name="rowcast-ws-closed")]
         seconds = principal.seconds_left()
         if seconds is not None:
-            watchers.append(asyncio.create_task(asyncio.sleep(max(seconds, 0)), name="rowcast-ws-expiry"))
-        done, pending = await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
-        if seconds is not None and watchers[-1] in done and not closing:
-            on_close(CLOSE_AUTH, "token expired")
-        for task in (*pending, *tasks):
-            task.cancel()
-        await asyncio.gather(*pending, *tasks, return_exceptions=True)
-        for task in done:
-            if not task.cancelled() and task.exception() is not None:
-                log.debug("websocket task ended: %r", task.exception())
-        if closing and not ws.closed:
-            await _close(ws, request, closing["code"], closing["reason"])
+            expiry = asyncio.get_running_loop().call_later(
+                max(seconds, 0), session.close, CLOSE_AUTH, "token expired"
+            )
+        await _read(ws, notifier, session, tasks)
     finally:
         session.closed = True
+        if expiry is not None:
+            expiry.cancel()
+        pending = [t for t in (writer, *tasks) if t is not None]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, *closers, return_exceptions=True)
         notifier.close_session(session, "ws")
         limiter.release(principal)
         app[SOCKETS].discard(ws)

@@ -51,6 +51,10 @@ ENV: dict[str, Setting] = {
     "checkpoint_interval": Setting(
         "ROWCAST_CHECKPOINT_INTERVAL", "checkpoint cadence while events flow (default 100ms)"
     ),
+    "client_checkpoint_interval": Setting(
+        "ROWCAST_CLIENT_CHECKPOINT_INTERVAL",
+        "at most one checkpoint frame per client per interval (default 1s)",
+    ),
     "heartbeat": Setting("ROWCAST_HEARTBEAT", "WebSocket ping / SSE keep-alive interval (default 15s)"),
     "queue_messages": Setting("ROWCAST_QUEUE_MESSAGES", "per-client queue bound, messages (default 1000)"),
     "queue_bytes": Setting("ROWCAST_QUEUE_BYTES", "per-client queue bound, bytes (default 4194304)"),
@@ -90,6 +94,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     retention: float = 24 * 3600.0
     checkpoint_interval: float = 0.1
+    client_checkpoint_interval: float = 1.0
     heartbeat: float = 15.0
     queue_messages: int = 1000
     queue_bytes: int = 4 * 1024 * 1024
@@ -134,6 +139,7 @@ _CONVERT: dict[str, Any] = {
     "cors_origins": _split,
     "retention": parse_duration,
     "checkpoint_interval": parse_duration,
+    "client_checkpoint_interval": parse_duration,
     "heartbeat": parse_duration,
     "startup_wait": parse_duration,
     "keep_db": lambda v: v.strip().lower() in ("1", "true", "yes", "on"),

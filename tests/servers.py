@@ -41,7 +41,12 @@ async def serve(app: web.Application, port: int | None = None) -> AsyncIterator[
 
 
 def settings_for(db_url: str, **changes: Any) -> Settings:
-    base: dict[str, Any] = {"database_url": db_url, "auth": "open", "checkpoint_interval": 0.05}
+    base: dict[str, Any] = {
+        "database_url": db_url,
+        "auth": "open",
+        "checkpoint_interval": 0.05,
+        "client_checkpoint_interval": 0.2,
+    }
     base.update(changes)
     return Settings(**base)
 

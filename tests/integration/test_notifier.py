@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from notifier.app import create_app
-from tests.servers import WsClient, serve, settings_for, wait_healthy, ws_connect
+from tests.servers import serve, settings_for, wait_healthy, ws_connect
 
 AConn = psycopg.AsyncConnection[tuple[Any, ...]]
 

@@ -46,7 +46,7 @@ async def test_metrics_expose_connections_subscriptions_events_lag_and_queue_usa
     assert metric(text, "rowcast_subscriptions") == 1
     assert metric(text, "rowcast_events_in_total") >= 2
     assert metric(text, 'rowcast_messages_out_total{transport="ws"}') >= 3
-    assert metric(text, "rowcast_event_lag_seconds_count") >= 2
+    assert metric(text, "rowcast_event_lag_seconds_count") >= 1  # sampled: one event in eight
     assert metric(text, "rowcast_listening") == 1
     assert metric(text, "rowcast_pg_notification_queue_usage") == 0
     for name in ("rowcast_slow_consumer_drops_total", "rowcast_listener_reconnects_total"):

@@ -1,0 +1,42 @@
+"""The hub's checkpoint throttle: at most one per interval per client, and never the last lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from notifier.filters import Filter
+from notifier.hub import LIVE, Hub, Session, Subscription
+from notifier.outbox import Outbox
+from rowcast.auth import OPEN
+
+
+def cursors(session: Session) -> list[str]:
+    return [json.loads(f.data)["cursor"] for f in session.outbox.frames if f.data is not None]
+
+
+async def test_checkpoints_are_throttled_but_the_newest_is_always_sent() -> None:
+    hub = Hub(checkpoint_interval=0.2)
+    session = Session(OPEN, Outbox(100, 1 << 20), lambda code, reason: None)
+    hub.add_session(session)
+    sub = Subscription("s", session, "public.books", ("id",), Filter(), None, "all")
+    sub.state = LIVE
+    hub.register(sub)
+    hub.checkpoint("1:1:")
+    assert cursors(session) == ["1:1:"]  # the first goes at once
+    await session.outbox.get()  # the client reads it
+    hub.checkpoint("2:2:")
+    hub.checkpoint("3:3:")
+    assert cursors(session) == []  # throttled
+    await asyncio.sleep(0.3)
+    # The middle one was superseded; the newest arrived on the trailing edge.
+    assert cursors(session) == ["3:3:"]
+    hub.close()
+
+
+async def test_sessions_without_subscriptions_get_no_checkpoints() -> None:
+    hub = Hub()
+    session = Session(OPEN, Outbox(100, 1 << 20), lambda code, reason: None)
+    hub.add_session(session)
+    hub.checkpoint("1:1:")
+    assert cursors(session) == []
