@@ -12,11 +12,13 @@ import json
 from typing import Any
 
 # What a replay selects: the routing fields, the key, and the whole event as JSON text.
+# json_build_object (text), not jsonb_build_object, and the key as text: measured about 1.5x
+# faster per row, and replay speed is bounded by this query.
 LOG_COLUMNS = (
-    "id, xid::text, schema_name, table_name, op, pk, "
-    "jsonb_build_object('id', id, 'xid', xid::text, 'at', at, 'schema', schema_name, "
+    "id, xid::text, schema_name, table_name, op, pk::text, "
+    "json_build_object('id', id, 'xid', xid::text, 'at', at, 'schema', schema_name, "
     "'table', table_name, 'op', op, 'pk', pk, 'row', \"row\", 'old', old, "
-    "'actor', jsonb_build_object('user', db_user, 'app', application_name, "
+    "'actor', json_build_object('user', db_user, 'app', application_name, "
     "'addr', host(client_addr), 'actor', actor, 'request_id', request_id))::text"
 )
 
@@ -28,11 +30,11 @@ class Event:
         "_actor",
         "_at",
         "_old",
+        "_pk",
         "_row",
         "encoded",
         "id",
         "op",
-        "pk",
         "raw",
         "schema",
         "table",
@@ -58,7 +60,7 @@ class Event:
         self.schema = schema
         self.table = table
         self.op = op
-        self.pk = pk
+        self._pk: Any = pk
         self.raw = raw
         self._at = at
         self._row = row
@@ -76,6 +78,12 @@ class Event:
             data.get("actor") or {},
             data["at"],
         )
+
+    @property
+    def pk(self) -> dict[str, Any] | None:
+        if isinstance(self._pk, str):  # from the log: the key's JSON text
+            self._pk = json.loads(self._pk)
+        return self._pk  # type: ignore[no-any-return]
 
     @property
     def row(self) -> dict[str, Any] | None:

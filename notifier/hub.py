@@ -174,7 +174,8 @@ class Session:
         if data is None:
             return False
         latest = sub.mode == "latest"
-        key: str | None = f"{sub.ref}\x00{event.row_key}"
+        # Row keys only matter for coalescing: computing one parses the key.
+        key: str | None = f"{sub.ref}\x00{event.row_key}" if latest else None
         if latest and (event.op == "truncate" or _key_before(event) != event.pk):
             # A truncate or a key change reaches beyond one row: a later change coalesced into a
             # frame queued before it would be applied before it, and be wiped or left stale.
