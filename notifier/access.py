@@ -78,6 +78,8 @@ class ConnectionLimiter:
 class RateLimiter:
     """Token bucket for client frames: `rate` per second, bursts up to twice that."""
 
+    __slots__ = ("capacity", "rate", "stamp", "tokens", "violations")
+
     def __init__(self, rate: float) -> None:
         self.rate = rate
         self.capacity = max(2.0 * rate, 1.0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import AsyncIterator
 
 import psycopg
@@ -41,7 +40,7 @@ def _database_url(settings: Settings) -> str:
 def setup(app: web.Application, settings: Settings) -> None:
     """Add the notifier's routes and lifecycle to `app`."""
     url = _database_url(settings)
-    app[SOCKETS] = weakref.WeakSet()
+    app[SOCKETS] = set()
     app[STREAMS] = set()
     app[ACCESS] = ConnectionLimiter(settings.max_connections_per_subject)
 
@@ -107,7 +106,7 @@ def setup(app: web.Application, settings: Settings) -> None:
         streams: set[asyncio.Event] = app[STREAMS]
         for done in tuple(streams):
             done.set()
-        open_sockets: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS]
+        open_sockets: set[web.WebSocketResponse] = app[SOCKETS]
         sockets = tuple(open_sockets)
         await asyncio.gather(
             *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down") for ws in sockets),

@@ -74,7 +74,7 @@ def encode_view(event: Event, variant: str, columns: tuple[str, ...] | None) -> 
     return body
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Subscription:
     ref: str
     session: Session
@@ -144,6 +144,18 @@ class Subscription:
 class Session:
     """One client connection (WebSocket, SSE stream or long-poll wait), any transport."""
 
+    __slots__ = (
+        "_on_close",
+        "_on_drop",
+        "closed",
+        "floor",
+        "held_checkpoint",
+        "outbox",
+        "principal",
+        "replaying",
+        "subscriptions",
+    )
+
     def __init__(
         self,
         principal: Principal,
@@ -155,6 +167,8 @@ class Session:
         self.outbox = outbox
         self.subscriptions: dict[str, Subscription] = {}
         self.replaying = 0
+        # Cursors subscriptions started from that no checkpoint sent here has covered yet.
+        self.floor: list[Snapshot] = []
         self.held_checkpoint: str | None = None
         self.closed = False
         self._on_close = on_close
@@ -194,6 +208,13 @@ class Session:
             # A checkpoint promises everything before it was sent: hold it until replays finish.
             self.held_checkpoint = cursor
             return
+        if self.floor:
+            # A marker is forwarded when the listener gets to it, so it can be older than where a
+            # subscription here started: sent, it would move the client's resume point back.
+            snap = Snapshot.parse(cursor)
+            if not all(snap.covers(start) for start in self.floor):
+                return
+            self.floor.clear()
         frame = Frame("checkpoint", data or checkpoint_frame(cursor), cursor)
         if not self.outbox.put(frame):
             self._overflow()

@@ -1,10 +1,14 @@
-"""A client's bounded queue of encoded frames (count and bytes), with per-row coalescing."""
+"""A client's bounded queue of encoded frames (count and bytes), with per-row coalescing.
+
+An idle client costs little here: no asyncio.Event (each carries a deque of waiters); the
+writer's wake-up is a future created only while it waits.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 
 @dataclass(slots=True)
@@ -15,17 +19,37 @@ class Frame:
     key: str | None = None
 
 
-@dataclass
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
 class Outbox:
-    max_messages: int
-    max_bytes: int
-    frames: deque[Frame] = field(default_factory=deque)
-    nbytes: int = 0
-    pending_rows: dict[str, Frame] = field(default_factory=dict)
-    last_checkpoint: Frame | None = None
-    overflowed: bool = False
-    _ready: asyncio.Event = field(default_factory=asyncio.Event)
-    _room: asyncio.Event = field(default_factory=asyncio.Event)
+    __slots__ = (
+        "_ready",
+        "_room",
+        "frames",
+        "last_checkpoint",
+        "max_bytes",
+        "max_messages",
+        "nbytes",
+        "on_ready",
+        "overflowed",
+        "pending_rows",
+    )
+
+    def __init__(self, max_messages: int, max_bytes: int) -> None:
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.frames: list[Frame] = []
+        self.nbytes = 0
+        self.pending_rows: dict[str, Frame] = {}
+        self.last_checkpoint: Frame | None = None
+        self.overflowed = False
+        self._ready: asyncio.Future[None] | None = None
+        self._room: asyncio.Future[None] | None = None
+        # Set by a transport that starts its writer on demand instead of keeping one waiting.
+        self.on_ready: Callable[[], None] | None = None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -53,7 +77,7 @@ class Outbox:
                 old.data = None
         if len(self.frames) >= self.max_messages or self.nbytes + size > self.max_bytes:
             self.overflowed = True
-            self._ready.set()
+            _wake(self._ready)
             return False
         self.frames.append(frame)
         self.nbytes += size
@@ -61,7 +85,9 @@ class Outbox:
             self.pending_rows[frame.key] = frame
         if frame.kind == "checkpoint":
             self.last_checkpoint = frame
-        self._ready.set()
+        _wake(self._ready)
+        if self.on_ready is not None:
+            self.on_ready()
         return True
 
     def forget_rows(self, prefix: str) -> None:
@@ -72,11 +98,18 @@ class Outbox:
     async def get(self, max_batch: int = 256) -> list[Frame]:
         """Wait for frames and take up to `max_batch` of them (superseded ones skipped)."""
         while not self.frames and not self.overflowed:
-            self._ready.clear()
-            await self._ready.wait()
+            self._ready = asyncio.get_running_loop().create_future()
+            try:
+                await self._ready
+            finally:
+                self._ready = None
+        return self.take(max_batch)
+
+    def take(self, max_batch: int = 256) -> list[Frame]:
+        """Take up to `max_batch` queued frames now (superseded ones skipped)."""
+        taken, self.frames = self.frames[:max_batch], self.frames[max_batch:]
         batch: list[Frame] = []
-        while self.frames and len(batch) < max_batch:
-            frame = self.frames.popleft()
+        for frame in taken:
             if frame.key is not None and self.pending_rows.get(frame.key) is frame:
                 del self.pending_rows[frame.key]
             if frame is self.last_checkpoint:
@@ -86,11 +119,13 @@ class Outbox:
             self.nbytes -= len(frame.data)
             batch.append(frame)
         if len(self.frames) < self.max_messages // 4:
-            self._room.set()
+            _wake(self._room)
         return batch
 
     async def wait_for_room(self) -> None:
         """Backpressure for replays: wait until the queue is at most half full."""
         while len(self.frames) > self.max_messages // 2 or self.nbytes > self.max_bytes // 2:
-            self._room.clear()
-            await self._room.wait()
+            # Several subscriptions of one socket may replay at once: they share one future.
+            if self._room is None or self._room.done():
+                self._room = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._room)

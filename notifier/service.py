@@ -135,6 +135,8 @@ class Notifier:
             spec.ref, session, spec.table.qualified, spec.table.pk, spec.filter, spec.columns, spec.mode
         )
         sub.since = spec.cursor
+        if spec.cursor is not None:
+            session.floor.append(spec.cursor)
         # Live first (buffered), then replay: the order that makes resume gap-free.
         self.hub.register(sub)
         self.metrics.subscriptions.set(self.hub.subscription_count)
@@ -152,6 +154,7 @@ class Notifier:
                 now = await current_snapshot(self.pool)
                 session.send("subscribed", {"ref": spec.ref, "cursor": str(now)}, sse_id=str(now))
                 sub.since = now
+                session.floor.append(now)
                 pending = [e for e in sub.buffer if not now.visible(e.xid)]
             else:
                 now = await self._replay(session, sub, spec)

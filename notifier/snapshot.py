@@ -46,6 +46,10 @@ class Snapshot:
             return False
         return xid not in self.xip
 
+    def covers(self, other: Snapshot) -> bool:
+        """Whether every transaction `other` sees as finished, this one sees too."""
+        return self.xmax >= other.xmax and not any(other.visible(x) for x in self.xip)
+
     def advanced(self, later: Snapshot, upto: int | None = None) -> Snapshot:
         """The cursor after delivering every change that `later` sees with xid <= `upto`.
 

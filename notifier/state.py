@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import weakref
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -16,5 +15,6 @@ if TYPE_CHECKING:
 NOTIFIER: web.AppKey[Notifier] = web.AppKey("rowcast_notifier")
 LISTENER: web.AppKey[Listener] = web.AppKey("rowcast_listener")
 ACCESS: web.AppKey[ConnectionLimiter] = web.AppKey("rowcast_access")
-SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("rowcast_sockets")
+# A plain set: every handler removes its socket in `finally` (a WeakSet costs more per entry).
+SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("rowcast_sockets")
 STREAMS: web.AppKey[set[asyncio.Event]] = web.AppKey("rowcast_streams")

@@ -10,8 +10,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from notifier.access import SUBPROTOCOL, RateLimiter, origin_allowed, principal_for
-from notifier.outbox import Frame
-from notifier.service import Notifier, ProtocolError, run_writer
+from notifier.service import Notifier, ProtocolError
 from notifier.state import ACCESS, NOTIFIER, SOCKETS
 from rowcast.auth import AuthError
 
@@ -45,10 +44,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         protocols=(SUBPROTOCOL,),
         compress=False,
     )
-    # One task per connection besides the handler itself (which reads): the writer. Memory per
-    # idle client is dominated by tasks and their frames, so expiry is a timer, not a task.
+    # Memory per idle client is dominated by tasks and their frames: the handler itself reads,
+    # the writer exists only while frames are queued, and token expiry is a timer.
     closers: list[asyncio.Task[None]] = []
-    tasks: set[asyncio.Task[Any]] = set()
+    tasks: list[asyncio.Task[Any]] = []  # subscribe/replay tasks (a list: an empty set costs 4x)
 
     def on_close(code: int, reason: str) -> None:
         if not closers:
@@ -56,19 +55,12 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
     session = notifier.open_session(principal, on_close, "ws")
     app[SOCKETS].add(ws)
-    out = notifier.messages_out["ws"]
-    writer: asyncio.Task[None] | None = None
+    writer = Writer(ws, session, notifier.messages_out["ws"])
     expiry: asyncio.TimerHandle | None = None
     try:
         await ws.prepare(request)
-
-        async def write(batch: list[Frame]) -> None:
-            for frame in batch:
-                assert frame.data is not None
-                await ws.send_str(frame.data)
-            out.inc(len(batch))
-
-        writer = asyncio.create_task(run_writer(session, write), name="rowcast-ws-writer")
+        session.outbox.on_ready = writer.start
+        writer.start()
         seconds = principal.seconds_left()
         if seconds is not None:
             expiry = asyncio.get_running_loop().call_later(
@@ -79,7 +71,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         session.closed = True
         if expiry is not None:
             expiry.cancel()
-        pending = [t for t in (writer, *tasks) if t is not None]
+        session.outbox.on_ready = None
+        pending = [*writer.tasks, *tasks]
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, *closers, return_exceptions=True)
@@ -89,6 +82,35 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         if not ws.closed:
             await ws.close()
     return ws
+
+
+class Writer:
+    """Writes a session's outbox to its socket; exists as a task only while frames are queued."""
+
+    __slots__ = ("out", "session", "tasks", "ws")
+
+    def __init__(self, ws: web.WebSocketResponse, session: Any, out: Any) -> None:
+        self.ws = ws
+        self.session = session
+        self.out = out
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        if not self.tasks or self.tasks[-1].done():
+            self.tasks[:] = [asyncio.create_task(self.drain(), name="rowcast-ws-writer")]
+
+    async def drain(self) -> None:
+        """Write until the outbox is empty, then end: an idle socket holds no writer task."""
+        session = self.session
+        try:
+            while session.outbox.frames and not session.closed:
+                batch = session.outbox.take()
+                for frame in batch:
+                    assert frame.data is not None
+                    await self.ws.send_str(frame.data)
+                self.out.inc(len(batch))
+        except ConnectionError:
+            session.close(1006, "connection lost")
 
 
 async def _close(ws: web.WebSocketResponse, request: web.Request, code: int, reason: str) -> None:
@@ -101,7 +123,7 @@ async def _close(ws: web.WebSocketResponse, request: web.Request, code: int, rea
 
 
 async def _read(
-    ws: web.WebSocketResponse, notifier: Notifier, session: Any, tasks: set[asyncio.Task[Any]]
+    ws: web.WebSocketResponse, notifier: Notifier, session: Any, tasks: list[asyncio.Task[Any]]
 ) -> None:
     limiter = RateLimiter(notifier.settings.max_client_rate)
     async for msg in ws:
@@ -122,7 +144,7 @@ async def _read(
             session.send("error", exc.frame())
 
 
-async def _handle(text: str, notifier: Notifier, session: Any, tasks: set[asyncio.Task[Any]]) -> None:
+async def _handle(text: str, notifier: Notifier, session: Any, tasks: list[asyncio.Task[Any]]) -> None:
     try:
         frame = json.loads(text)
     except ValueError:
@@ -135,8 +157,8 @@ async def _handle(text: str, notifier: Notifier, session: Any, tasks: set[asynci
         sub = notifier.begin(session, spec)
         # Replays run beside the reader so an unsubscribe or ping is not stuck behind them.
         task = asyncio.create_task(notifier.complete(sub, spec), name=f"rowcast-subscribe-{spec.ref}")
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        tasks.append(task)
+        task.add_done_callback(tasks.remove)
     elif kind == "unsubscribe":
         notifier.unsubscribe(session, frame.get("ref"))
     elif kind == "ping":
