@@ -1,0 +1,38 @@
+// rowcast.js: the browser client for rowcast (docs/PROTOCOL.md). ES module, no build step.
+//
+//   import { connect, LiveCollection } from "/rowcast.js";
+//   const connection = connect(location.origin, { token, getToken });
+//   connection.onStatus((status) => …);            // connecting | live | reconnecting | offline | closed
+//   const sub = connection.subscribe({ table: "books", where, columns, cursor, mode, onChange, onStatus });
+//   sub.unsubscribe();
+//
+//   const books = new LiveCollection({ resource: "books", connection, onChange, onReset });
+//   await books.load();                               // GET /api/books, then subscribe from its cursor
+//   await books.update(7, { title: "Dune" });          // If-Match + X-Request-ID; 412 -> ConflictError
+//
+// The pure pieces (row applier, backoff, URLs, frames) live in their own modules and are
+// exported too, for tests and for clients that bring their own I/O.
+
+export { connect, Connection } from "./connection.js";
+export { LiveCollection, ApiError, ConflictError, ifMatch, newRequestId } from "./collection.js";
+export { RowStore, changedColumns } from "./rowstore.js";
+export { Backoff } from "./backoff.js";
+export {
+  CLOSE,
+  SUBPROTOCOL,
+  SeenIds,
+  apiUrl,
+  canonicalJson,
+  chooseTransport,
+  closeAction,
+  eventTable,
+  parseFrame,
+  pkOf,
+  qualify,
+  rowKey,
+  sseUrl,
+  statusAfterFailure,
+  subscribeFrame,
+  wsProtocols,
+  wsUrl,
+} from "./protocol.js";
