@@ -271,6 +271,13 @@ class Hub:
         if sub.session.subscriptions.get(sub.ref) is sub:
             del sub.session.subscriptions[sub.ref]
 
+    def resync_all(self, reason: str, message: str) -> None:
+        """The listener lost changes it cannot replay: every subscription must start over."""
+        for session in tuple(self.sessions):
+            for sub in list(session.subscriptions.values()):
+                self.unregister(sub)
+                session.send("resync_required", {"ref": sub.ref, "reason": reason, "message": message})
+
     @property
     def subscription_count(self) -> int:
         return sum(len(s) for s in self.by_table.values())

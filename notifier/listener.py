@@ -111,8 +111,7 @@ class Listener:
             try:
                 await self._probe_listen()
                 await self._catch_up(queue)
-                self.ready.set()
-                log.info("listening on channel %r (wake mode %s)", CHANNEL, self.mode)
+                # Not ready yet: only when the probe comes back is LISTEN known to work (see _handle).
                 if self.mode == "coalesced":
                     self._wake.set()
                 await self._dispatch(queue, reader, log_reader)
@@ -169,7 +168,8 @@ class Listener:
                     await self._publish_yielding(event)
                     count += 1
         except (CursorExpired, BadCursor) as exc:
-            log.error("catch-up impossible (%s): clients must resync", exc)
+            log.error("catch-up impossible (%s): every subscriber is told to resync", exc)
+            self.hub.resync_all("cursor_expired", str(exc))
             now = await current_snapshot(self.pool)
             count = 0
         log.info("caught up: %d change(s) replayed since the last checkpoint", count)
@@ -204,6 +204,8 @@ class Listener:
             if "probe" in data:
                 if data["probe"] == self._probe:
                     self._probe = None
+                    self.ready.set()
+                    log.info("listening on channel %r (wake mode %s)", CHANNEL, self.mode)
                 return
             if "mode" in data:
                 self.mode = "coalesced" if data["mode"] == "coalesced" else "notify"

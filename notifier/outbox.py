@@ -75,7 +75,9 @@ class Outbox:
             if old.data is not None:
                 self.nbytes -= len(old.data)
                 old.data = None
-        if len(self.frames) >= self.max_messages or self.nbytes + size > self.max_bytes:
+        # One frame larger than the whole byte bound still fits an empty queue: refused, it would
+        # close every subscriber of its table on every attempt, forever.
+        if len(self.frames) >= self.max_messages or (self.nbytes and self.nbytes + size > self.max_bytes):
             self.overflowed = True
             _wake(self._ready)
             return False

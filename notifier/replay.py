@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
@@ -78,7 +80,7 @@ async def replay(
     """
     async with _snapshot_tx(pool, since) as (conn, now):
 
-        async def events() -> AsyncIterator[Event]:
+        async def events() -> AsyncGenerator[Event, None]:
             query = _UNSEEN + (_TABLE if table else "") + " ORDER BY id"
             async with conn.cursor(name="rowcast_replay") as cur:
                 cur.itersize = batch
@@ -86,7 +88,16 @@ async def replay(
                 async for row in cur:
                     yield Event.from_log_row(row)
 
-        yield now, events()
+        stream = events()
+        try:
+            yield now, stream
+        finally:
+            # A consumer that stops early (its client left) must close the server-side cursor
+            # here, inside this transaction: left to the event loop's finalizer, the CLOSE runs
+            # later on the pooled connection, inside whoever's transaction has it by then. (On a
+            # broken connection the cursor is gone with the transaction: nothing to close.)
+            with contextlib.suppress(psycopg.Error):
+                await stream.aclose()
 
 
 async def page(

@@ -199,8 +199,10 @@ class Notifier:
                     break
                 session.deliver(sub, event)
                 count += 1
-                if len(session.outbox) > session.outbox.max_messages // 2:
-                    await session.outbox.wait_for_room()
+                outbox = session.outbox
+                # By bytes too: a burst of large rows overflows the byte bound long before the count.
+                if len(outbox) > outbox.max_messages // 2 or outbox.nbytes > outbox.max_bytes // 2:
+                    await outbox.wait_for_room()
             self.metrics.replayed.inc(count)
         return now
 

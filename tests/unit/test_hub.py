@@ -40,3 +40,22 @@ async def test_sessions_without_subscriptions_get_no_checkpoints() -> None:
     hub.add_session(session)
     hub.checkpoint("1:1:")
     assert cursors(session) == []
+
+
+def test_resync_all_tells_every_subscription_and_unregisters_it() -> None:
+    """Regression: when the listener's own catch-up found its cursor pruned it only logged, so
+    clients never learned of the gap."""
+    hub = Hub()
+    session = Session(OPEN, Outbox(100, 1 << 20), lambda code, reason: None)
+    hub.add_session(session)
+    for ref in ("a", "b"):
+        sub = Subscription(ref, session, "public.books", ("id",), Filter(), None, "all")
+        sub.state = LIVE
+        hub.register(sub)
+    hub.resync_all("cursor_expired", "pruned")
+    frames = [json.loads(f.data) for f in session.outbox.frames if f.data is not None]
+    assert {(f["type"], f["ref"], f["reason"]) for f in frames} == {
+        ("resync_required", "a", "cursor_expired"),
+        ("resync_required", "b", "cursor_expired"),
+    }
+    assert hub.subscription_count == 0 and session.subscriptions == {}
