@@ -96,3 +96,24 @@ class RateLimiter:
             return True
         self.violations += 1
         return False
+
+
+def json_error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status)
+
+
+def admit(request: web.Request, settings: Settings, limiter: ConnectionLimiter) -> Principal | web.Response:
+    """Admission for a long-lived stream (/ws, /sse): Origin, token, connections per subject.
+
+    Returns the principal, holding one of its connection slots (release it when the stream
+    ends), or the JSON error response to send instead.
+    """
+    if not origin_allowed(request, settings):
+        return json_error(403, "origin_not_allowed", "this Origin may not open rowcast streams")
+    try:
+        principal = principal_for(request, settings)
+    except AuthError as exc:
+        return json_error(401, "unauthorized", str(exc))
+    if not limiter.acquire(principal):
+        return json_error(429, "too_many_connections", f"at most {limiter.limit} connections per subject")
+    return principal

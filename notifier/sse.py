@@ -8,12 +8,10 @@ from typing import Any
 
 from aiohttp import web
 
-from notifier.access import origin_allowed, principal_for
+from notifier.access import admit
 from notifier.outbox import Frame
 from notifier.service import Notifier, ProtocolError, run_writer
 from notifier.state import ACCESS, NOTIFIER, STREAMS
-from notifier.ws import json_error
-from rowcast.auth import AuthError
 
 
 def subscription_frame(query: Any, cursor: str | None) -> dict[str, Any]:
@@ -44,15 +42,11 @@ async def sse(request: web.Request) -> web.StreamResponse:
     app = request.app
     notifier: Notifier = app[NOTIFIER]
     settings = notifier.settings
-    if not origin_allowed(request, settings):
-        return json_error(403, "origin_not_allowed", "this Origin may not open rowcast streams")
-    try:
-        principal = principal_for(request, settings)
-    except AuthError as exc:
-        return json_error(401, "unauthorized", str(exc))
     limiter = app[ACCESS]
-    if not limiter.acquire(principal):
-        return json_error(429, "too_many_connections", f"at most {limiter.limit} connections per subject")
+    admitted = admit(request, settings, limiter)
+    if isinstance(admitted, web.Response):
+        return admitted
+    principal = admitted
     closing: dict[str, Any] = {}
     done = asyncio.Event()
 

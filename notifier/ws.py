@@ -9,10 +9,9 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from notifier.access import SUBPROTOCOL, RateLimiter, origin_allowed, principal_for
+from notifier.access import SUBPROTOCOL, RateLimiter, admit
 from notifier.service import Notifier, ProtocolError
 from notifier.state import ACCESS, NOTIFIER, SOCKETS
-from rowcast.auth import AuthError
 
 log = logging.getLogger("rowcast.notifier.ws")
 
@@ -22,23 +21,15 @@ CLOSE_RATE = 4029
 LINGER = 1.0  # seconds a writer task waits for more frames before it ends
 
 
-def json_error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": code, "message": message}, status=status)
-
-
 async def websocket(request: web.Request) -> web.StreamResponse:
     app = request.app
     notifier: Notifier = app[NOTIFIER]
     settings = notifier.settings
-    if not origin_allowed(request, settings):
-        return json_error(403, "origin_not_allowed", "this Origin may not open rowcast sockets")
-    try:
-        principal = principal_for(request, settings)
-    except AuthError as exc:
-        return json_error(401, "unauthorized", str(exc))
     limiter = app[ACCESS]
-    if not limiter.acquire(principal):
-        return json_error(429, "too_many_connections", f"at most {limiter.limit} connections per subject")
+    admitted = admit(request, settings, limiter)
+    if isinstance(admitted, web.Response):
+        return admitted
+    principal = admitted
     ws = web.WebSocketResponse(
         heartbeat=settings.heartbeat,
         max_msg_size=settings.max_frame_bytes,
