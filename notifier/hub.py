@@ -248,7 +248,6 @@ class Hub:
         self.by_table: dict[str, set[Subscription]] = {}
         self.sessions: set[Session] = set()
         self.waiters: dict[str, set[asyncio.Event]] = {}
-        self.events_in = 0
 
     def add_session(self, session: Session) -> None:
         self.sessions.add(session)
@@ -283,7 +282,6 @@ class Hub:
         return sum(len(s) for s in self.by_table.values())
 
     def publish(self, event: Event) -> None:
-        self.events_in += 1
         for sub in tuple(self.by_table.get(event.qualified, ())):
             sub.offer(event)
         for waiter in self.waiters.get(event.qualified, ()):

@@ -143,9 +143,6 @@ class Notifier:
         session.replaying += 1
         return sub
 
-    async def subscribe(self, session: Session, spec: Spec) -> Subscription | None:
-        return await self.complete(self.begin(session, spec), spec)
-
     async def complete(self, sub: Subscription, spec: Spec) -> Subscription | None:
         """Replay from the cursor (or start live), then flush what arrived meanwhile."""
         session = sub.session

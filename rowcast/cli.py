@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -17,7 +16,7 @@ from rowcast.settings import Settings, from_env, parse_duration
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _settings(args: argparse.Namespace, **defaults: Any) -> Settings:
+def settings_from_args(args: argparse.Namespace, **defaults: Any) -> Settings:
     """Settings from the environment, then the command's defaults, then its flags."""
     overrides = {**defaults}
     for name in ("host", "port", "database_url", "data_dir", "auth"):
@@ -47,7 +46,7 @@ def _connect(settings: Settings) -> Any:
 def cmd_db(args: argparse.Namespace) -> int:
     from rowcast.database import embedded
 
-    settings = _settings(args, auth="open")
+    settings = settings_from_args(args, auth="open")
     if settings.database_url is not None and args.action in ("start", "stop"):
         raise RowcastError("DATABASE_URL is set: `rowcast db start|stop` manage only the embedded Postgres")
     server = embedded(settings)
@@ -86,7 +85,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from db import migrate
     from rowcast.database import resolve_url
 
-    settings = _settings(args, auth="open")
+    settings = settings_from_args(args, auth="open")
     url = resolve_url(settings)
     if args.downgrade:
         migrate.downgrade(url, args.downgrade)
@@ -103,7 +102,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_capture(args: argparse.Namespace) -> int:
     from db import capture
 
-    with _connect(_settings(args, auth="open")) as conn:
+    with _connect(settings_from_args(args, auth="open")) as conn:
         if args.action == "enable":
             for table in args.tables:
                 print(capture.enable(conn, table))
@@ -127,7 +126,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
 
 def cmd_wake_mode(args: argparse.Namespace) -> int:
-    with _connect(_settings(args, auth="open")) as conn:
+    with _connect(settings_from_args(args, auth="open")) as conn:
         if args.mode is None:
             print(conn.execute("SELECT rowcast.wake_mode()").fetchone()[0])
         else:
@@ -138,7 +137,7 @@ def cmd_wake_mode(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     from db import capture
 
-    with _connect(_settings(args, auth="open")) as conn:
+    with _connect(settings_from_args(args, auth="open")) as conn:
         removed, xid = capture.prune(conn, parse_duration(args.older_than))
     print(f"removed {removed} change(s) older than {args.older_than}; highest pruned xid: {xid or 'none'}")
     return 0
@@ -147,7 +146,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 # -- parser ------------------------------------------------------------------------------------
 
 
-def _db_flags(parser: argparse.ArgumentParser) -> None:
+def add_db_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--database-url", dest="database_url", help="Postgres URL (default: $DATABASE_URL or embedded)"
     )
@@ -162,29 +161,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("db", help="manage the embedded Postgres")
     p.add_argument("action", choices=["start", "stop", "status", "url", "psql"])
     p.add_argument("psql_args", nargs=argparse.REMAINDER, help="extra arguments for psql")
-    _db_flags(p)
+    add_db_flags(p)
     p.set_defaults(handler=cmd_db)
 
     p = sub.add_parser("migrate", help="run database migrations (Alembic upgrade head)")
     p.add_argument("revision", nargs="?", default="head")
     p.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION instead (e.g. base)")
-    _db_flags(p)
+    add_db_flags(p)
     p.set_defaults(handler=cmd_migrate)
 
     p = sub.add_parser("capture", help="enable, disable, list or verify capture on tables")
     p.add_argument("action", choices=["enable", "disable", "list", "verify"])
     p.add_argument("tables", nargs="*", metavar="TABLE", help="schema.table (default schema: public)")
-    _db_flags(p)
+    add_db_flags(p)
     p.set_defaults(handler=cmd_capture)
 
     p = sub.add_parser("wake-mode", help="show or set the database's wake-up mode (notify | coalesced)")
     p.add_argument("mode", nargs="?", choices=["notify", "coalesced"])
-    _db_flags(p)
+    add_db_flags(p)
     p.set_defaults(handler=cmd_wake_mode)
 
     p = sub.add_parser("prune", help="remove old events from the change log")
     p.add_argument("--older-than", default="24h", help="age to keep, e.g. 24h, 7d (default 24h)")
-    _db_flags(p)
+    add_db_flags(p)
     p.set_defaults(handler=cmd_prune)
 
     for register in _extra_commands():
@@ -222,10 +221,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-
-
-def print_json(obj: object) -> None:
-    print(json.dumps(obj, separators=(",", ":"), default=str), flush=True)
 
 
 if __name__ == "__main__":

@@ -18,24 +18,18 @@ from rowcast.settings import Settings, from_env, parse_duration
 
 
 def _serve_flags(parser: argparse.ArgumentParser, default_port: int = 8080) -> None:
+    from rowcast.cli import add_db_flags
+
     parser.add_argument("--host", help="interface to bind ($ROWCAST_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help=f"port ($ROWCAST_PORT, default {default_port})")
-    parser.add_argument(
-        "--database-url", dest="database_url", help="Postgres URL (default: $DATABASE_URL or embedded)"
-    )
-    parser.add_argument("--data-dir", dest="data_dir", help="embedded Postgres data dir ($ROWCAST_DATA_DIR)")
+    add_db_flags(parser)
     parser.add_argument("--auth", choices=["open", "token"], help="auth mode ($ROWCAST_AUTH)")
 
 
 def _settings(args: argparse.Namespace, auth_default: str) -> Settings:
-    overrides: dict[str, Any] = {}
-    for name in ("host", "port", "database_url", "data_dir", "auth"):
-        value = getattr(args, name, None)
-        if value is not None:
-            overrides[name] = value
-    if "auth" not in overrides and not os.environ.get("ROWCAST_AUTH"):
-        overrides["auth"] = auth_default
-    return from_env(**overrides)
+    from rowcast.cli import settings_from_args
+
+    return settings_from_args(args, auth=auth_default)
 
 
 def check_port(host: str, port: int) -> None:
