@@ -71,7 +71,13 @@ def setup(app: web.Application, settings: Settings) -> None:
                     metrics.lag.observe(max(lag, 0.0))
 
         listener = Listener(
-            url, hub, pool, checkpoint_interval=settings.checkpoint_interval, on_event=observe
+            url,
+            hub,
+            pool,
+            checkpoint_interval=settings.checkpoint_interval,
+            on_event=observe,
+            on_reconnect=metrics.reconnects.inc,
+            on_malformed=metrics.malformed.inc,
         )
         app[NOTIFIER] = notifier
         app[LISTENER] = listener
@@ -137,8 +143,6 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     m = notifier.metrics
     m.listening.set(1 if listener.ready.is_set() else 0)
     m.subscriptions.set(notifier.hub.subscription_count)
-    m.reconnects._value.set(listener.reconnects)  # mirrors the listener's own count
-    m.malformed._value.set(listener.malformed)
     try:
         async with asyncio.timeout(2), notifier.pool.connection(timeout=2) as conn:
             row = await (await conn.execute("SELECT pg_notification_queue_usage()")).fetchone()

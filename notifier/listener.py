@@ -48,6 +48,8 @@ class Listener:
         idle_checkpoint_interval: float = 2.0,
         liveness_timeout: float = 5.0,
         on_event: Callable[[Event], None] | None = None,
+        on_reconnect: Callable[[], None] | None = None,
+        on_malformed: Callable[[], None] | None = None,
     ) -> None:
         self.url = url
         self.hub = hub
@@ -56,6 +58,8 @@ class Listener:
         self.idle_checkpoint_interval = idle_checkpoint_interval
         self.liveness_timeout = liveness_timeout
         self.on_event = on_event
+        self.on_reconnect = on_reconnect
+        self.on_malformed = on_malformed
         self.last_checkpoint: Snapshot | None = None
         self.ready = asyncio.Event()  # LISTENing and caught up
         self.reconnects = 0
@@ -93,6 +97,8 @@ class Listener:
                 )
             self.ready.clear()
             self.reconnects += 1
+            if self.on_reconnect is not None:
+                self.on_reconnect()
             if time.monotonic() - started > 10:
                 delay = 0.05
             # Full jitter keeps replicas from reconnecting in lockstep after a Postgres restart.
@@ -228,6 +234,8 @@ class Listener:
                 event = Event.from_payload(data, raw=payload)
         except (ValueError, KeyError, TypeError) as exc:
             self.malformed += 1
+            if self.on_malformed is not None:
+                self.on_malformed()
             log.warning("skipped a malformed notification (%s): %.200r", exc, payload)
             return
         replayed = self._replayed_upto

@@ -194,3 +194,5 @@ async def test_malformed_notifications_are_skipped_and_the_listener_keeps_going(
         await aconn.execute("INSERT INTO books (title) VALUES ('after the junk')")
         change = await client.until(lambda f: f["type"] == "change")
     assert change["row"]["title"] == "after the junk"
+    async with aiohttp.ClientSession() as http, http.get(f"{notifier}/metrics") as resp:
+        assert metric(await resp.text(), "rowcast_malformed_notifications_total") == 5
