@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Mapping
 
 import psycopg
 from aiohttp import web
@@ -23,8 +24,8 @@ MAX_WAIT = 60.0
 MAX_LIMIT = 10_000
 
 
-def _number(query: object, name: str, default: float, low: float, high: float) -> float:
-    raw = getattr(query, "get")(name)  # noqa: B009 -- MultiDictProxy
+def _number(query: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = query.get(name)
     if raw is None:
         return default
     try:

@@ -54,6 +54,13 @@ async def out_of_order_writer(url: str, n: int, seed: int) -> None:
             await asyncio.sleep(rng.uniform(0, 0.01))
 
 
+async def stop_task(task: asyncio.Task[None]) -> None:
+    """Cancel a collector (the client goes away) and wait until it has."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 class Collector:
     """A Python-client consumer that disconnects at will and resumes from its last cursor."""
 
@@ -107,17 +114,13 @@ async def test_resume_after_disconnects_while_four_writers_commit_out_of_id_orde
     writers = asyncio.gather(*(out_of_order_writer(db_url, 40, seed) for seed in range(4)))
     for _ in range(4):  # drop the connection at random moments while writers run
         await asyncio.sleep(random.uniform(0.1, 0.3))
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_task(task)
         await asyncio.sleep(random.uniform(0, 0.2))
         task = asyncio.create_task(collector.run())
     await writers
     expected = await log_ids(db_url)
     await wait_until(lambda: set(collector.ids) >= set(expected), timeout=10)
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await stop_task(task)
     assert sorted(collector.ids) == expected  # every change, none twice
     assert len(expected) > 160
 
@@ -141,9 +144,7 @@ async def test_listen_connection_terminated_mid_stream_loses_nothing(
     await writers
     expected = await log_ids(db_url)
     await wait_until(lambda: set(collector.ids) >= set(expected), timeout=10)
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await stop_task(task)
     assert sorted(collector.ids) == expected
 
 
@@ -203,9 +204,7 @@ async def test_postgres_restart_mid_stream_loses_nothing_and_health_reports_it(
         await asyncio.gather(writing, poller)
         expected = await log_ids(url)
         await wait_until(lambda: set(collector.ids) >= set(expected), timeout=15)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_task(task)
     assert sorted(collector.ids) == expected
     assert 503 in health and health[-1] == 200
     assert health.index(503) < len(health) - 1 - health[::-1].index(200)
@@ -232,16 +231,12 @@ async def test_client_moving_between_two_notifier_processes_resumes_with_no_gap(
         # Replica A dies without a goodbye; the client moves to replica B with its cursor.
         procs[0].kill()
         await asyncio.sleep(0.2)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_task(task)
         task = asyncio.create_task(collector.run(b))
         await writers
         expected = await log_ids(db_url)
         await wait_until(lambda: set(collector.ids) >= set(expected), timeout=10)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_task(task)
         assert sorted(collector.ids) == expected
     finally:
         for proc in procs:
