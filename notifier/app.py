@@ -19,6 +19,7 @@ from notifier.longpoll import changes
 from notifier.metrics import Metrics
 from notifier.retention import prune_forever
 from notifier.service import Notifier
+from notifier.source import PgChangeSource
 from notifier.sse import sse
 from notifier.state import ACCESS, LISTENER, NOTIFIER, SOCKETS, STREAMS
 from notifier.ws import websocket
@@ -71,25 +72,25 @@ def setup(app: web.Application, settings: Settings) -> None:
                     metrics.lag.observe(max(lag, 0.0))
 
         listener = Listener(
-            url,
+            PgChangeSource(url, pool),
             hub,
-            pool,
-            checkpoint_interval=settings.checkpoint_interval,
+            poll_interval=settings.poll_interval,
             on_event=observe,
             on_reconnect=metrics.reconnects.inc,
-            on_malformed=metrics.malformed.inc,
+            on_failure=lambda part: metrics.failures.labels(part).inc(),
+            on_read=metrics.reads.inc,
+            on_wakeup=metrics.wakeups.inc,
         )
         app[NOTIFIER] = notifier
         app[LISTENER] = listener
         run = asyncio.create_task(listener.run(), name="rowcast-listener")
         tasks = [
             run,
-            asyncio.create_task(listener.send_markers(), name="rowcast-checkpoints"),
             asyncio.create_task(prune_forever(pool, settings.retention), name="rowcast-retention"),
         ]
         # Give the first LISTEN a moment: a pooler that breaks LISTEN is refused at startup.
         # A database that is simply down is not fatal: we serve, report 503, and keep trying.
-        ready = asyncio.create_task(listener.ready.wait())
+        ready = asyncio.create_task(listener.listening.wait())
         await asyncio.wait([ready, run], timeout=settings.startup_wait, return_when=asyncio.FIRST_COMPLETED)
         ready.cancel()
         if listener.fatal is not None:
@@ -129,19 +130,21 @@ def setup(app: web.Application, settings: Settings) -> None:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Ready only while wake-ups arrive and the log can be read; otherwise 503 saying what is down."""
     listener = request.app[LISTENER]
+    body = listener.status()
     if listener.fatal is not None:
-        return web.json_response({"status": "failed", "error": str(listener.fatal)}, status=503)
-    if not listener.ready.is_set():
-        return web.json_response({"status": "unavailable", "listening": False}, status=503)
-    return web.json_response({"status": "ok", "listening": True})
+        return web.json_response({"status": "failed", "error": str(listener.fatal), **body}, status=503)
+    if not listener.ready:
+        return web.json_response({"status": "unavailable", **body}, status=503)
+    return web.json_response({"status": "ok", **body})
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
     notifier = request.app[NOTIFIER]
     listener = request.app[LISTENER]
     m = notifier.metrics
-    m.listening.set(1 if listener.ready.is_set() else 0)
+    m.listening.set(1 if listener.ready else 0)
     m.subscriptions.set(notifier.hub.subscription_count)
     try:
         async with asyncio.timeout(2), notifier.pool.connection(timeout=2) as conn:

@@ -19,7 +19,8 @@ LOG_COLUMNS = (
     "json_build_object('id', id, 'xid', xid::text, 'at', at, 'schema', schema_name, "
     "'table', table_name, 'op', op, 'pk', pk, 'row', \"row\", 'old', old, "
     "'actor', json_build_object('user', db_user, 'app', application_name, "
-    "'addr', host(client_addr), 'actor', actor, 'request_id', request_id))::text"
+    "'addr', host(client_addr), 'actor', actor, 'request_id', request_id))::text, "
+    "to_json(at)::text"
 )
 
 _UNPARSED: Any = object()
@@ -149,4 +150,5 @@ class Event:
     @classmethod
     def from_log_row(cls, r: tuple[Any, ...]) -> Event:
         """From a row selected with LOG_COLUMNS; the images stay unparsed until needed."""
-        return cls(int(r[0]), int(r[1]), _UNPARSED, r[2], r[3], r[4], r[5], _UNPARSED, _UNPARSED, None, r[6])
+        # `at` comes as its own column so the lag metric never parses the row images.
+        return cls(int(r[0]), int(r[1]), r[7][1:-1], r[2], r[3], r[4], r[5], _UNPARSED, _UNPARSED, None, r[6])

@@ -21,9 +21,16 @@ class Metrics:
         self.reconnects = Counter(
             "rowcast_listener_reconnects", "LISTEN connection re-establishments", registry=r
         )
-        self.malformed = Counter(
-            "rowcast_malformed_notifications", "Notifications skipped as malformed", registry=r
+        self.failures = Counter(
+            "rowcast_listener_failures",
+            "Failures of the reader's parts (wakeups, reader, fanout), each followed by a restart",
+            ["part"],
+            registry=r,
         )
+        self.wakeups = Counter(
+            "rowcast_wakeups", "Notifications received (data-free hints; forged ones count too)", registry=r
+        )
+        self.reads = Counter("rowcast_log_reads", "Window reads of the change log", registry=r)
         self.replayed = Counter(
             "rowcast_replayed_events", "Events served from the change log on resume", registry=r
         )
@@ -37,7 +44,7 @@ class Metrics:
             "rowcast_pg_notification_queue_usage", "pg_notification_queue_usage() (0..1)", registry=r
         )
         self.listening = Gauge(
-            "rowcast_listening", "1 while the LISTEN connection is up and caught up", registry=r
+            "rowcast_listening", "1 while wake-ups arrive and the change log can be read", registry=r
         )
 
     def render(self) -> bytes:

@@ -12,7 +12,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from notifier.events import LOG_COLUMNS, Event
-from notifier.snapshot import BadCursor, Snapshot
+from notifier.snapshot import BadCursor, Snapshot, pruned_past
 
 Pool = AsyncConnectionPool[AsyncConnection[tuple[Any, ...]]]
 
@@ -32,15 +32,6 @@ async def current_snapshot(pool: Pool) -> Snapshot:
         row = await (await conn.execute("SELECT pg_current_snapshot()::text")).fetchone()
     assert row is not None
     return Snapshot.parse(row[0])
-
-
-async def fetch_event(pool: Pool, change_id: int) -> Event | None:
-    """The full event behind a by-reference notification."""
-    async with pool.connection() as conn:
-        row = await (
-            await conn.execute(f"SELECT {LOG_COLUMNS} FROM rowcast.changes WHERE id = %s", (change_id,))
-        ).fetchone()
-    return Event.from_log_row(row) if row else None
 
 
 def _params(since: Snapshot, table: tuple[str, str] | None) -> dict[str, Any]:
@@ -64,7 +55,7 @@ async def _snapshot_tx(pool: Pool, since: Snapshot) -> AsyncIterator[tuple[Async
         now = Snapshot.parse(row[0])
         if since.xmax > now.xmax:
             raise BadCursor("cursor is from the future: not issued by this database")
-        if row[1] is not None and int(row[1]) >= since.xmin:
+        if pruned_past(since, int(row[1]) if row[1] is not None else None):
             raise CursorExpired(f"changes after this cursor were pruned (up to xid {row[1]})")
         yield conn, now
 
@@ -111,7 +102,7 @@ async def page(
     async with _snapshot_tx(pool, since) as (conn, now):
         params = {**_params(since, table), "limit": limit + 1}
         rows = await (
-            await conn.execute(_UNSEEN + _TABLE + " ORDER BY xid, id LIMIT %(limit)s", params)
+            await conn.execute(_UNSEEN + _TABLE + " ORDER BY changes.xid, id LIMIT %(limit)s", params)
         ).fetchall()
         events = [Event.from_log_row(r) for r in rows]
         if len(events) <= limit:

@@ -156,6 +156,11 @@ class Notifier:
             else:
                 now = await self._replay(session, sub, spec)
                 pending = [e for e in sub.buffer if not now.visible(e.xid)]
+                # The client now has everything `now` sees: a window read that started before the
+                # replay may still publish some of it, and a checkpoint older than `now` would
+                # move the client's resume point back.
+                sub.since = now
+                session.floor.append(now)
             for event in pending:
                 session.deliver(sub, event)
             sub.buffer = []

@@ -46,6 +46,10 @@ class Snapshot:
             return False
         return xid not in self.xip
 
+    def sees_all_upto(self, xid: int) -> bool:
+        """Whether every transaction with an xid up to `xid` had finished for this snapshot."""
+        return xid < self.xmax and all(x > xid for x in self.xip)
+
     def covers(self, other: Snapshot) -> bool:
         """Whether every transaction `other` sees as finished, this one sees too."""
         return self.xmax >= other.xmax and not any(other.visible(x) for x in self.xip)
@@ -71,3 +75,8 @@ class Snapshot:
         xip = frozenset(x for x in candidates if x < xmax and invisible(x))
         xmin = min(xip) if xip else xmax
         return Snapshot(min(xmin, xmax), xmax, xip)
+
+
+def pruned_past(snapshot: Snapshot, pruned_xid: int | None) -> bool:
+    """Whether retention may have removed a change this snapshot had not seen."""
+    return pruned_xid is not None and not snapshot.sees_all_upto(pruned_xid)

@@ -48,8 +48,9 @@ ENV: dict[str, Setting] = {
         "ROWCAST_RETENTION",
         "how long the change log keeps events; the notifier prunes every 5 min (default 24h)",
     ),
-    "checkpoint_interval": Setting(
-        "ROWCAST_CHECKPOINT_INTERVAL", "checkpoint cadence while events flow (default 100ms)"
+    "poll_interval": Setting(
+        "ROWCAST_POLL_INTERVAL",
+        "the notifier reads the change log at least this often, wake-up or not (default 250ms)",
     ),
     "client_checkpoint_interval": Setting(
         "ROWCAST_CLIENT_CHECKPOINT_INTERVAL",
@@ -93,7 +94,7 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
     retention: float = 24 * 3600.0
-    checkpoint_interval: float = 0.1
+    poll_interval: float = 0.25
     client_checkpoint_interval: float = 1.0
     heartbeat: float = 15.0
     queue_messages: int = 1000
@@ -120,6 +121,8 @@ class Settings:
             raise ConfigError(f"ROWCAST_WAKE_MODE must be 'notify' or 'coalesced', not {self.wake_mode!r}")
         if self.auth == "token" and not self.jwt_secret:
             raise ConfigError("token auth needs ROWCAST_JWT_SECRET (or run with ROWCAST_AUTH=open)")
+        if not 0.001 <= self.poll_interval <= 60:
+            raise ConfigError(f"ROWCAST_POLL_INTERVAL must be between 1ms and 60s, not {self.poll_interval}s")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port {self.port} is out of range")
 
@@ -138,7 +141,7 @@ _CONVERT: dict[str, Any] = {
     "allowed_origins": _split,
     "cors_origins": _split,
     "retention": parse_duration,
-    "checkpoint_interval": parse_duration,
+    "poll_interval": parse_duration,
     "client_checkpoint_interval": parse_duration,
     "heartbeat": parse_duration,
     "startup_wait": parse_duration,

@@ -44,7 +44,7 @@ def settings_for(db_url: str, **changes: Any) -> Settings:
     base: dict[str, Any] = {
         "database_url": db_url,
         "auth": "open",
-        "checkpoint_interval": 0.05,
+        "poll_interval": 0.05,
         "client_checkpoint_interval": 0.2,
     }
     base.update(changes)

@@ -188,7 +188,7 @@ class Scenario:
         env = {
             "ROWCAST_AUTH": "token",
             "ROWCAST_JWT_SECRET": SECRET,
-            "ROWCAST_CHECKPOINT_INTERVAL": "50ms",
+            "ROWCAST_POLL_INTERVAL": "50ms",
             "ROWCAST_QUEUE_MESSAGES": str(self.p.queue_messages),
             "ROWCAST_QUEUE_BYTES": str(1 << 20),
             "ROWCAST_HEARTBEAT": "5s",

@@ -1,0 +1,184 @@
+"""Where changes come from: wake-ups (NOTIFY, a data-free doorbell) and window reads of the log.
+
+The listener sees the database only through `ChangeSource`, so its ordering rules are tested
+against an in-memory fake (notifier/testing.py) as well as against Postgres.
+
+A window read takes a snapshot S and returns the changes visible in S and not in the previous
+read's snapshot P, in id order. Cheap form (DESIGN: ids come from one uncached identity, in time
+order): `(id > hwm OR xid = ANY(xip(P)))`, where hwm is the highest id visible in P. A transaction
+open for an hour only adds its own xid to the list; it never widens the scan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from psycopg import AsyncConnection
+
+from notifier.events import LOG_COLUMNS, Event
+from notifier.replay import Pool
+from notifier.snapshot import Snapshot, pruned_past
+from rowcast.errors import PoolerDetected
+
+CHANNEL = "rowcast"
+PAGE = 2000  # changes per window page; a 100,000-row statement is read in pages
+
+# The window's rows: not seen at P (newer than its hwm, or written by a transaction P saw in
+# progress), visible in S, after the page's last id. Explicit visibility against S lets every
+# page after the first run outside the snapshot's transaction.
+_WINDOW = (
+    f"SELECT {LOG_COLUMNS} FROM rowcast.changes "
+    "WHERE (id > %(hwm)s OR xid = ANY(%(xip)s::text[]::xid8[])) AND id > %(after)s "
+    "AND pg_visible_in_snapshot(xid, %(snap)s::pg_snapshot) ORDER BY id LIMIT %(limit)s"
+)
+_START = (
+    "SELECT pg_current_snapshot()::text, (SELECT pruned_xid::text FROM rowcast.prune_state), "
+    "(SELECT wake_mode FROM rowcast.config)"
+)
+_HWM = "SELECT coalesce(max(id), 0) FROM rowcast.changes"
+_REARM = (
+    "UPDATE rowcast.doorbell SET armed = true "
+    "WHERE id = (SELECT id FROM rowcast.doorbell WHERE NOT armed FOR UPDATE SKIP LOCKED)"
+)
+_DOORBELL = "INSERT INTO rowcast.doorbell VALUES (1, true) ON CONFLICT (id) DO NOTHING"
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where the reader stands: a snapshot and the highest change id visible in it."""
+
+    snapshot: Snapshot
+    hwm: int
+
+
+@dataclass
+class Page:
+    """One page of a window read."""
+
+    events: list[Event]
+    snapshot: Snapshot  # S, the window's snapshot
+    more: bool  # another page of the same window follows
+    mode: str = "notify"  # the database's wake-up mode, as of the first page
+    gap: str | None = None  # the log lost changes P had not seen (retention): resync
+    hwm: int = 0  # with `gap`: the highest id visible in S, to restart from
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ChangeSource(Protocol):
+    async def start(self) -> tuple[Position, str]:
+        """The current position (nothing before it is delivered) and the wake-up mode."""
+        ...
+
+    async def read(self, since: Position, snapshot: Snapshot | None, after: int, limit: int) -> Page:
+        """A page of the window after `since`; `snapshot` None takes a new one (the first page)."""
+        ...
+
+    async def rearm(self) -> None:
+        """Coalesced mode: arm the doorbell again before a read."""
+        ...
+
+    def wakeups(self, ready: asyncio.Event) -> AsyncIterator[None]:
+        """Yield once per notification; set `ready` once notifications are known to arrive."""
+        ...
+
+
+class PgChangeSource:
+    """The real thing: a LISTEN connection of its own, window reads from a small pool."""
+
+    def __init__(self, url: str, pool: Pool, *, liveness_timeout: float = 5.0, probe_timeout: float = 5.0):
+        self.url = url
+        self.pool = pool
+        self.liveness_timeout = liveness_timeout
+        self.probe_timeout = probe_timeout
+
+    async def start(self) -> tuple[Position, str]:
+        async with self.pool.connection() as conn:
+            await conn.execute(_DOORBELL)
+            async with conn.transaction():
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                row = await (await conn.execute(_START)).fetchone()
+                top = await (await conn.execute(_HWM)).fetchone()
+        assert row is not None and top is not None
+        return Position(Snapshot.parse(row[0]), int(top[0])), str(row[2] or "notify")
+
+    async def read(self, since: Position, snapshot: Snapshot | None, after: int, limit: int) -> Page:
+        params: dict[str, Any] = {
+            "hwm": since.hwm,
+            "xip": [str(x) for x in sorted(since.snapshot.xip)],
+            "after": after,
+            "limit": limit + 1,
+        }
+        async with self.pool.connection() as conn:
+            if snapshot is not None:  # a later page: S is fixed, its rows are committed for good
+                params["snap"] = str(snapshot)
+                rows = await (await conn.execute(_WINDOW, params)).fetchall()
+                return self._page(rows, snapshot, limit)
+            async with conn.transaction():
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                row = await (await conn.execute(_START)).fetchone()
+                assert row is not None
+                snap = Snapshot.parse(row[0])
+                mode = str(row[2] or "notify")
+                pruned = int(row[1]) if row[1] is not None else None
+                if pruned_past(since.snapshot, pruned):
+                    top = await (await conn.execute(_HWM)).fetchone()
+                    assert top is not None
+                    return Page(
+                        [], snap, False, mode,
+                        gap=f"changes up to xid {pruned} were pruned before this notifier read them",
+                        hwm=int(top[0]),
+                    )  # fmt: skip
+                params["snap"] = str(snap)
+                rows = await (await conn.execute(_WINDOW, params)).fetchall()
+        page = self._page(rows, snap, limit)
+        page.mode = mode
+        return page
+
+    @staticmethod
+    def _page(rows: list[tuple[Any, ...]], snapshot: Snapshot, limit: int) -> Page:
+        events = [Event.from_log_row(r) for r in rows[:limit]]
+        return Page(events, snapshot, more=len(rows) > limit)
+
+    async def rearm(self) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(_REARM)
+
+    async def wakeups(self, ready: asyncio.Event) -> AsyncIterator[None]:
+        conn = await AsyncConnection.connect(self.url, autocommit=True, application_name="rowcast-listener")
+        try:
+            await conn.execute(f"LISTEN {CHANNEL}")
+            # Prove that notifications arrive (a transaction-pooling PgBouncer breaks LISTEN
+            # silently) on a channel nobody else knows: the public one carries nothing to trust.
+            probe = f"rowcast_probe_{secrets.token_hex(8)}"
+            await conn.execute(f"LISTEN {probe}")
+            async with self.pool.connection() as other:
+                await other.execute("SELECT pg_notify(%s, '')", (probe,))
+            try:
+                async with asyncio.timeout(self.probe_timeout):
+                    async for notify in conn.notifies():
+                        if notify.channel == probe:
+                            break
+            except TimeoutError:
+                raise PoolerDetected(
+                    "LISTEN does not receive notifications on this connection (is it behind PgBouncer "
+                    "in transaction mode?); point the notifier directly at Postgres"
+                ) from None
+            await conn.execute(f"UNLISTEN {probe}")
+            ready.set()
+            yield  # whatever happened while we were not listening: read now
+            while True:
+                got_any = False
+                async for _ in conn.notifies(timeout=self.liveness_timeout):
+                    got_any = True
+                    yield
+                if not got_any:  # quiet: prove the connection is alive
+                    async with asyncio.timeout(self.liveness_timeout):
+                        await conn.execute("SELECT 1")
+        finally:
+            ready.clear()
+            await conn.close()
+
