@@ -50,7 +50,9 @@ def run_app(app: Any, settings: Settings, banner: Callable[[], None] | None = No
     check_port(settings.host, settings.port)
     if banner is not None:
         banner()
-    from rowcast.accesslog import RedactingAccessLogger
+    from rowcast.accesslog import RedactingAccessLogger, redact_server_log
+
+    redact_server_log()
 
     # Fan-out allocates many short-lived objects: with the default thresholds the cyclic GC took
     # 10-13% of the notifier's CPU under load (bench/results/profile-*). Start-up objects are
@@ -66,6 +68,9 @@ def run_app(app: Any, settings: Settings, banner: Callable[[], None] | None = No
         shutdown_timeout=5,
         handle_signals=True,
         access_log_class=RedactingAccessLogger,
+        # aiohttp closes a connection still waiting for a request's headers when its keep-alive
+        # timer fires, and that timer starts at connect: it is the header timeout (slowloris).
+        keepalive_timeout=settings.header_timeout,
     )
     return 0
 
@@ -192,6 +197,7 @@ def cmd_token(args: argparse.Namespace) -> int:
         read=split(args.read),
         write=split(args.write) if args.write is not None else [],
         scopes=args.scope or [],
+        metrics=args.metrics,
         ttl=parse_duration(args.ttl),
         audience=settings.jwt_audience,
     )
@@ -294,7 +300,13 @@ def register(sub: Any) -> None:
         "--read", action="append", help="readable table(s); repeat or comma-separate (default: all)"
     )
     p.add_argument("--write", action="append", help="writable table(s) (default: none)")
-    p.add_argument("--scope", action="append", help="row scope TABLE.COLUMN=VALUE; repeatable")
+    p.add_argument(
+        "--scope",
+        action="append",
+        help="row scope; repeatable. TABLE.COLUMN=TEXT is always text (owner=00123 is the string "
+        '"00123"); TABLE.COLUMN:=JSON takes a JSON value (owner_id:=42, active:=true, owner:=null)',
+    )
+    p.add_argument("--metrics", action="store_true", help="may read the notifier's /metrics")
     p.add_argument("--ttl", default="1h", help="lifetime, e.g. 15m, 1h, 7d (default 1h)")
     p.set_defaults(handler=cmd_token)
 
