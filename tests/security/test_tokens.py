@@ -167,3 +167,10 @@ def test_the_grant_schema_is_one_function_shared_by_issuer_and_verifier() -> Non
         auth.issue_token(SECRET, "u", read=["Books"])
     assert decode_token(token("u", read=["books"]), SECRET).read == frozenset({"public.books"})
     assert decode_token(token("u"), SECRET).read is None  # read=None: every table, as "*"
+
+
+async def test_an_unknown_scope_column_refuses_only_its_own_table_on_the_notifier(notifier: Running) -> None:
+    tok = forge({"read": ["books", "authors"], "write": [], "scopes": {"books": {"shelf": "A"}}})
+    async with ws_connect(notifier.base, headers=bearer(tok)) as client:
+        assert (await client.subscribe(ref="b"))["code"] == "forbidden"
+        assert (await client.subscribe(ref="a", table="authors"))["type"] == "subscribed"
