@@ -7,6 +7,7 @@ import asyncio
 import gc
 import json
 import os
+import shlex
 import socket
 import sys
 from collections.abc import Callable
@@ -131,7 +132,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         settings = settings.replace(database_url=url)
         app = create_app(settings)
         page = f"http://{settings.host}:{settings.port}/"
-        psql = f"{binary('psql')} {url}" if settings.uses_embedded or started_embedded else f"psql {url}"
+        # Quoted: the embedded URL ends in ?passfile=..., and `?` is a glob character to a shell.
+        psql = shlex.join(
+            [str(binary("psql")) if settings.uses_embedded or started_embedded else "psql", url]
+        )
 
         def banner() -> None:
             print(f"rowcast is up: {page}", flush=True)
