@@ -128,9 +128,9 @@ class EmbeddedPostgres:
     def start(self, timeout: float = 60.0) -> bool:
         """Initialise if needed and start; returns False if it was already running."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._prepare_dirs()
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb()
-        self._prepare_dirs()
         if self.is_running():
             self._require_passwords()
             return False
@@ -209,8 +209,6 @@ class EmbeddedPostgres:
 
     def _initdb(self) -> None:
         owner = self._run_as()
-        if owner:
-            _check_reachable(self.data_dir.parent)
         self.pgdata.mkdir(mode=0o700, exist_ok=True)
         if owner:
             os.chown(self.pgdata, owner["user_id"], owner["group"])
@@ -273,7 +271,7 @@ class EmbeddedPostgres:
         os.chown(self.logfile, owner["user_id"], owner["group"])
 
     def _require_passwords(self) -> None:
-        """Upgrade a data dir initialised with trust (before rowcast 0.2): set a password and
+        """Upgrade a data dir initialised with trust (as rowcast did before): set a password and
         switch every `trust` line of pg_hba.conf to scram-sha-256. Idempotent."""
         hba = self.pgdata / "pg_hba.conf"
         text = hba.read_text()
