@@ -35,7 +35,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if not ws.can_prepare(request).ok:
         # A plain GET (or a broken handshake) gets a JSON answer, before any slot is taken.
         if request.headers.get("Upgrade", "").lower() != "websocket":
-            return json_error(426, "upgrade_required", "/ws speaks WebSocket: send Upgrade: websocket")
+            refusal = json_error(426, "upgrade_required", "/ws speaks WebSocket: send Upgrade: websocket")
+            refusal.headers["Upgrade"] = "websocket"  # what a 426 must name (RFC 9110)
+            return refusal
         return json_error(400, "bad_handshake", "the WebSocket handshake headers are invalid")
     admitted = admit(request, settings, limiter)
     if isinstance(admitted, web.Response):

@@ -16,8 +16,9 @@ async def _plain_get(base: str, headers: dict[str, str]) -> tuple[int, dict[str,
 async def test_get_ws_without_upgrade_is_a_426_json_error_without_a_traceback(notifier: Running) -> None:
     for headers in ({}, bearer(token("alice", read=["books"]))):
         for _ in range(3):
-            status, _, body = await _plain_get(notifier.base, headers)
+            status, response_headers, body = await _plain_get(notifier.base, headers)
             assert status == 426 and body["error"] == "upgrade_required" and body["message"]
+            assert response_headers["Upgrade"] == "websocket"
     # A handshake with an Upgrade header but no key is malformed: 400, still JSON.
     status, _, body = await _plain_get(notifier.base, {"Upgrade": "websocket", "Connection": "Upgrade"})
     assert status == 400 and body["error"] == "bad_handshake"
