@@ -18,7 +18,7 @@ MAX_PATTERN = 64  # characters in a like pattern: bounds the bit-mask work per v
 
 
 class LikeSyntaxError(ValueError):
-    pass
+    """The pattern is too long or ends with a lone escape character."""
 
 
 class Segment:
