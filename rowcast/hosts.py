@@ -128,8 +128,14 @@ def host_middleware(settings: Settings) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in HEALTH_PATHS and not allowed.allows(
-            request_host(request, settings), _local_port(request)
+        # A request without Host (HTTP/1.0 tools) is no browser: rebinding needs one.
+        named = "Host" in request.headers or (
+            settings.trust_forwarded and "X-Forwarded-Host" in request.headers
+        )
+        if (
+            named
+            and request.path not in HEALTH_PATHS
+            and not allowed.allows(request_host(request, settings), _local_port(request))
         ):
             return web.json_response(
                 {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -103,3 +104,13 @@ def test_configured_hosts_with_and_without_ports() -> None:
     assert hosts.allows("api.example:8443") and not hosts.allows("api.example")
     assert not hosts.allows("127.0.0.1:8080")
     assert policy(Settings(auth="open", allowed_hosts=("*",))).allows("anything.example")
+
+
+async def test_a_request_without_a_host_header_is_no_browser_and_is_served(up: Running) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", up.port)
+    writer.write(b"GET /api/books HTTP/1.0\r\n\r\n")
+    await writer.drain()
+    async with asyncio.timeout(5):
+        answer = await reader.read()
+    writer.close()
+    assert answer.split(b"\r\n")[0].endswith(b"200 OK")
