@@ -12,9 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from api import openapi, store
 from api.middleware import api_middleware
 from api.resources import RESOURCES, Resource
-from api.state import ENGINE, SETTINGS
+from api.state import ENGINE, SETTINGS, TABLES
 from api.views import ResourceView
 from db.urls import sqlalchemy_url
+from rowcast import hosts
+from rowcast.auth import qualify
 from rowcast.settings import Settings
 
 log = logging.getLogger("rowcast.api")
@@ -34,6 +36,8 @@ def setup(app: web.Application, settings: Settings, resources: Iterable[Resource
     """Add the API under /api to `app`: routes, its middleware, and a database engine for its lifetime."""
     resources = tuple(resources)
     app[SETTINGS] = settings
+    app[TABLES] = {qualify(r.name): r for r in resources}
+    hosts.install(app, settings)
     app.middlewares.append(api_middleware(settings))
     app.cleanup_ctx.append(_engine_context(settings))
     document = openapi.document(resources, settings)

@@ -22,6 +22,9 @@ DEFAULT_LIMIT = 50
 MAX_OFFSET = 2**31 - 1
 MAX_CONDITIONS = 32
 MAX_IN_VALUES = 1000
+# Postgres runs LIKE by backtracking over `%`: '%a_a_…!%' costs O(value x pattern) per row, 80 ms
+# on one 10 kB value at 4,000 pattern characters. Bounded like the notifier's (notifier/like.py).
+MAX_LIKE_PATTERN = 64
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,8 @@ def _value(field: Field, op: str, raw: str) -> Any:
         if field.kind != "text":
             raise FieldError("like applies to text columns only")
         pattern = field.from_query(raw)
+        if len(pattern) > MAX_LIKE_PATTERN:
+            raise FieldError(f"a like pattern has at most {MAX_LIKE_PATTERN} characters")
         if (len(pattern) - len(pattern.rstrip("\\"))) % 2:
             raise FieldError("a like pattern may not end with a lone backslash (the escape character)")
         return pattern

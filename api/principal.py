@@ -42,8 +42,18 @@ def authenticate(request: web.Request, settings: Settings) -> Principal:
         raise _unauthorized(str(exc), 'Bearer realm="rowcast", error="invalid_token"') from None
 
 
-def require(principal: Principal, resource: Resource, *, write: bool) -> Mapping[str, Any]:
-    """The principal's row scope on `resource`, or 403 if it may not read (or write) the table."""
+def require(
+    principal: Principal, resource: Resource, *, write: bool, known: dict[str, Resource]
+) -> Mapping[str, Any]:
+    """The principal's row scope on `resource`, or 403 if it may not read (or write) the table.
+
+    A scope naming a table this API does not have refuses the token everywhere: ignoring it
+    would turn a typo (`book`) into "every row" of the table it meant. One naming an unknown
+    column refuses its own table (see _scope_value).
+    """
+    for table in principal.scopes:
+        if table not in known:
+            raise ApiError(403, f"this token's scope names an unknown table: {table}")
     allowed = principal.can_write(resource.name) if write else principal.can_read(resource.name)
     if not allowed:
         verb = "write" if write else "read"
@@ -75,15 +85,14 @@ def actor(request: web.Request, principal: Principal, settings: Settings) -> str
 
 
 def _scope_value(resource: Resource, column: str, value: Any) -> Any:
-    """A scope value as the column's type (`rowcast token` turns digits into integers)."""
+    """A scope value checked against the column's type, as written: "42" never matches 42."""
     field = resource.fields.get(column)
     if value is None and field is not None:
         return None
-    text = ("true" if value else "false") if isinstance(value, bool) else str(value)
     try:
         if field is None:
             raise FieldError("no such column")
-        return field.from_query(text)
+        return field.from_json(value)
     except FieldError:
         # Fail closed: a scope we cannot enforce must never widen into "every row".
         raise ApiError(403, f"this token's scope on {resource.name}.{column} cannot be enforced") from None

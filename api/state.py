@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rowcast.settings import Settings
 
+if TYPE_CHECKING:
+    from api.resources import Resource
+
 SETTINGS = web.AppKey("rowcast.api.settings", Settings)
 ENGINE = web.AppKey("rowcast.api.engine", AsyncEngine)
+# qualified table name -> its Resource: every table a token's scope may name on this API.
+TABLES: web.AppKey[dict[str, Resource]] = web.AppKey("rowcast.api.tables")

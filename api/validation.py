@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 from aiohttp import web
@@ -10,6 +9,7 @@ from aiohttp import web
 from api.errors import ApiError, invalid
 from api.fields import FieldError
 from api.resources import Resource
+from rowcast import jsoninput
 
 Mode = Literal["create", "replace", "patch"]
 MAX_REPORTED = 50  # field errors listed in one response; a hostile body could name thousands
@@ -31,8 +31,8 @@ async def read_json(request: web.Request, max_bytes: int) -> Any:
         raise _too_large(max_bytes)
     raw = await _read_limited(request, max_bytes)
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return jsoninput.parse(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except ValueError as exc:  # UnicodeDecodeError and JSONInputError are ValueErrors
         raise ApiError(400, f"the body is not valid JSON: {str(exc)[:200]}", code="bad_json") from None
 
 

@@ -14,7 +14,7 @@ from api.fields import Field
 from api.middleware import request_id
 from api.preconditions import etag, if_match
 from api.resources import Resource
-from api.state import ENGINE, SETTINGS
+from api.state import ENGINE, SETTINGS, TABLES
 from api.validation import Mode, read_json, validate
 from rowcast.auth import Principal
 
@@ -102,7 +102,7 @@ class ResourceView:
     def _access(self, request: web.Request, *, write: bool) -> tuple[Principal, Mapping[str, Any]]:
         """Who asks (401 if unknown) and their row scope (403 if the table is off limits)."""
         who = principal.authenticate(request, request.app[SETTINGS])
-        return who, principal.require(who, self.resource, write=write)
+        return who, principal.require(who, self.resource, write=write, known=request.app[TABLES])
 
     def _stamp(self, request: web.Request, who: Principal) -> store.Stamp:
         return store.Stamp(principal.actor(request, who, request.app[SETTINGS]), request_id(request))

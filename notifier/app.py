@@ -10,7 +10,7 @@ import psycopg
 from aiohttp import WSCloseCode, web
 from psycopg_pool import AsyncConnectionPool
 
-from notifier.access import ConnectionLimiter
+from notifier.access import ConnectionLimiter, json_error, principal_for
 from notifier.catalog import Catalog
 from notifier.events import Event
 from notifier.hub import Hub
@@ -23,6 +23,8 @@ from notifier.source import PgChangeSource
 from notifier.sse import sse
 from notifier.state import ACCESS, LISTENER, NOTIFIER, SOCKETS, STREAMS
 from notifier.ws import websocket
+from rowcast import hosts
+from rowcast.auth import AuthError
 from rowcast.settings import Settings
 
 log = logging.getLogger("rowcast.notifier")
@@ -44,6 +46,7 @@ def setup(app: web.Application, settings: Settings) -> None:
     app[SOCKETS] = set()
     app[STREAMS] = set()
     app[ACCESS] = ConnectionLimiter(settings.max_connections_per_subject)
+    hosts.install(app, settings)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[object, ...]]] = AsyncConnectionPool(
@@ -142,6 +145,17 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
     notifier = request.app[NOTIFIER]
+    if notifier.settings.auth == "token":
+        # Counts of clients and events are not for everyone: a token with the metrics grant
+        # (`rowcast token --metrics`) may read them.
+        try:
+            principal = principal_for(request, notifier.settings)
+        except AuthError as exc:
+            return json_error(401, "unauthorized", str(exc))
+        if not principal.metrics:
+            return json_error(
+                403, "forbidden", "this token lacks the metrics grant (rowcast token --metrics)"
+            )
     listener = request.app[LISTENER]
     m = notifier.metrics
     m.listening.set(1 if listener.ready else 0)

@@ -6,11 +6,12 @@ reaches SQL: filters are evaluated on the event's row images in Python.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
+
+from notifier.like import Like, LikeSyntaxError
 
 OPERATORS = ("eq", "neq", "lt", "lte", "gt", "gte", "in", "is_null", "like")
 MAX_CONDITIONS = 32
@@ -27,21 +28,6 @@ class FilterError(ValueError):
 
 
 Predicate = Callable[[Mapping[str, Any]], bool]
-
-
-def _like_regex(pattern: str) -> re.Pattern[str]:
-    out = []
-    chars = iter(pattern)
-    for ch in chars:
-        if ch == "\\":
-            out.append(re.escape(next(chars, "\\")))
-        elif ch == "%":
-            out.append(".*")
-        elif ch == "_":
-            out.append(".")
-        else:
-            out.append(re.escape(ch))
-    return re.compile("".join(out), re.DOTALL)
 
 
 def _coerce(category: str, column: str, value: Any) -> Any:
@@ -104,8 +90,11 @@ def _predicate(column: str, category: str, op: str, value: Any) -> Predicate:
     if op == "like":
         if category != STRING or not isinstance(value, str):
             raise FilterError("bad_value", f"{column}: like takes a pattern and applies to text columns")
-        regex = _like_regex(value)
-        return lambda r: isinstance(v := r.get(column), str) and regex.fullmatch(v) is not None
+        try:
+            like = Like(value)
+        except LikeSyntaxError as exc:
+            raise FilterError("bad_value", f"{column}: {exc}") from None
+        return lambda r: isinstance(v := r.get(column), str) and like.match(v)
     if category in (BOOLEAN, OTHER) and op not in ("eq", "neq"):
         raise FilterError("bad_value", f"{column}: {op} does not apply to this column's type")
     want = _coerce(category, column, value)

@@ -8,10 +8,11 @@ from typing import Any
 
 from aiohttp import web
 
-from notifier.access import admit
+from notifier.access import admit, check_scopes
 from notifier.outbox import Frame
 from notifier.service import Notifier, ProtocolError, run_writer
 from notifier.state import ACCESS, NOTIFIER, STREAMS
+from rowcast import jsoninput
 
 
 def subscription_frame(query: Any, cursor: str | None) -> dict[str, Any]:
@@ -19,9 +20,9 @@ def subscription_frame(query: Any, cursor: str | None) -> dict[str, Any]:
     frame: dict[str, Any] = {"ref": query.get("ref", "sse"), "table": query.get("table")}
     if query.get("where"):
         try:
-            frame["where"] = json.loads(query["where"])
-        except ValueError:
-            raise ProtocolError("bad_json", "where must be URL-encoded JSON") from None
+            frame["where"] = jsoninput.parse(query["where"])
+        except jsoninput.JSONInputError as exc:
+            raise ProtocolError("bad_json", f"where must be URL-encoded JSON: {exc}") from None
     if query.get("columns"):
         frame["columns"] = [c for c in query["columns"].split(",") if c]
     if query.get("mode"):
@@ -59,6 +60,7 @@ async def sse(request: web.Request) -> web.StreamResponse:
     try:
         cursor = request.headers.get("Last-Event-ID") or request.query.get("cursor")
         try:
+            await check_scopes(notifier, principal, request.query.get("table"), None)
             spec = await notifier.parse(session, subscription_frame(request.query, cursor))
         except ProtocolError as exc:
             status = 403 if exc.code == "forbidden" else 400

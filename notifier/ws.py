@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from notifier.access import SUBPROTOCOL, RateLimiter, admit
+from notifier.access import SUBPROTOCOL, RateLimiter, admit, check_scopes, json_error
 from notifier.service import Notifier, ProtocolError
 from notifier.state import ACCESS, NOTIFIER, SOCKETS
+from rowcast import jsoninput
 
 log = logging.getLogger("rowcast.notifier.ws")
 
@@ -26,16 +26,23 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     notifier: Notifier = app[NOTIFIER]
     settings = notifier.settings
     limiter = app[ACCESS]
-    admitted = admit(request, settings, limiter)
-    if isinstance(admitted, web.Response):
-        return admitted
-    principal = admitted
     ws = web.WebSocketResponse(
         heartbeat=settings.heartbeat,
         max_msg_size=settings.max_frame_bytes,
         protocols=(SUBPROTOCOL,),
         compress=False,
     )
+    if not ws.can_prepare(request).ok:
+        # A plain GET (or a broken handshake) gets a JSON answer, before any slot is taken.
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            refusal = json_error(426, "upgrade_required", "/ws speaks WebSocket: send Upgrade: websocket")
+            refusal.headers["Upgrade"] = "websocket"  # what a 426 must name (RFC 9110)
+            return refusal
+        return json_error(400, "bad_handshake", "the WebSocket handshake headers are invalid")
+    admitted = admit(request, settings, limiter)
+    if isinstance(admitted, web.Response):
+        return admitted
+    principal = admitted
     # Memory per idle client is dominated by tasks and their frames: the handler itself reads,
     # the writer exists only while frames are queued, and token expiry is a timer.
     closers: list[asyncio.Task[None]] = []
@@ -71,7 +78,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         notifier.close_session(session, "ws")
         limiter.release(principal)
         app[SOCKETS].discard(ws)
-        if not ws.closed:
+        if ws.prepared and not ws.closed:
             await ws.close()
     return ws
 
@@ -108,6 +115,11 @@ class Writer:
                         async with asyncio.timeout(LINGER):
                             batch = await outbox.get()
                     except TimeoutError:
+                        # A frame queued while the timeout was firing found this task still
+                        # running, so no new writer was started for it: take it now. Nothing
+                        # awaits between this check and the task's end, so none can slip in.
+                        if outbox.frames:
+                            continue
                         return
                 for frame in batch:
                     assert frame.data is not None
@@ -150,13 +162,14 @@ async def _read(
 
 async def _handle(text: str, notifier: Notifier, session: Any, tasks: list[asyncio.Task[Any]]) -> None:
     try:
-        frame = json.loads(text)
-    except ValueError:
-        raise ProtocolError("bad_json", "frame is not valid JSON") from None
+        frame = jsoninput.parse(text)
+    except jsoninput.JSONInputError as exc:
+        raise ProtocolError("bad_json", f"frame is not valid JSON: {exc}") from None
     if not isinstance(frame, dict):
         raise ProtocolError("bad_frame", "frame must be a JSON object with a 'type'")
     kind = frame.get("type")
     if kind == "subscribe":
+        await check_scopes(notifier, session.principal, frame.get("table"), frame.get("ref"))
         spec = await notifier.parse(session, frame)
         sub = notifier.begin(session, spec)
         # Replays run beside the reader so an unsubscribe or ping is not stuck behind them.

@@ -7,6 +7,7 @@ import asyncio
 import gc
 import json
 import os
+import shlex
 import socket
 import sys
 from collections.abc import Callable
@@ -50,7 +51,9 @@ def run_app(app: Any, settings: Settings, banner: Callable[[], None] | None = No
     check_port(settings.host, settings.port)
     if banner is not None:
         banner()
-    from rowcast.accesslog import RedactingAccessLogger
+    from rowcast.accesslog import RedactingAccessLogger, redact_server_log
+
+    redact_server_log()
 
     # Fan-out allocates many short-lived objects: with the default thresholds the cyclic GC took
     # 10-13% of the notifier's CPU under load (bench/results/profile-*). Start-up objects are
@@ -66,6 +69,9 @@ def run_app(app: Any, settings: Settings, banner: Callable[[], None] | None = No
         shutdown_timeout=5,
         handle_signals=True,
         access_log_class=RedactingAccessLogger,
+        # aiohttp closes a connection still waiting for a request's headers when its keep-alive
+        # timer fires, and that timer starts at connect: it is the header timeout (slowloris).
+        keepalive_timeout=settings.header_timeout,
     )
     return 0
 
@@ -126,7 +132,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         settings = settings.replace(database_url=url)
         app = create_app(settings)
         page = f"http://{settings.host}:{settings.port}/"
-        psql = f"{binary('psql')} {url}" if settings.uses_embedded or started_embedded else f"psql {url}"
+        # Quoted: the embedded URL ends in ?passfile=..., and `?` is a glob character to a shell.
+        psql = shlex.join(
+            [str(binary("psql")) if settings.uses_embedded or started_embedded else "psql", url]
+        )
 
         def banner() -> None:
             print(f"rowcast is up: {page}", flush=True)
@@ -192,6 +201,7 @@ def cmd_token(args: argparse.Namespace) -> int:
         read=split(args.read),
         write=split(args.write) if args.write is not None else [],
         scopes=args.scope or [],
+        metrics=args.metrics,
         ttl=parse_duration(args.ttl),
         audience=settings.jwt_audience,
     )
@@ -294,7 +304,13 @@ def register(sub: Any) -> None:
         "--read", action="append", help="readable table(s); repeat or comma-separate (default: all)"
     )
     p.add_argument("--write", action="append", help="writable table(s) (default: none)")
-    p.add_argument("--scope", action="append", help="row scope TABLE.COLUMN=VALUE; repeatable")
+    p.add_argument(
+        "--scope",
+        action="append",
+        help="row scope; repeatable. TABLE.COLUMN=TEXT is always text (owner=00123 is the string "
+        '"00123"); TABLE.COLUMN:=JSON takes a JSON value (owner_id:=42, active:=true, owner:=null)',
+    )
+    p.add_argument("--metrics", action="store_true", help="may read the notifier's /metrics")
     p.add_argument("--ttl", default="1h", help="lifetime, e.g. 15m, 1h, 7d (default 1h)")
     p.set_defaults(handler=cmd_token)
 

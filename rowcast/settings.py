@@ -79,6 +79,19 @@ ENV: dict[str, Setting] = {
         "ROWCAST_STARTUP_WAIT",
         "how long the notifier waits for its first LISTEN before serving (default 10s)",
     ),
+    "allowed_hosts": Setting(
+        "ROWCAST_ALLOWED_HOSTS",
+        "comma-separated Host names (host or host:port, * for any) the servers answer; "
+        "default: the loopback names with the port on a loopback bind, see Security",
+    ),
+    "trust_forwarded": Setting(
+        "ROWCAST_TRUST_FORWARDED",
+        "1: trust X-Forwarded-Host from a reverse proxy for the Host and Origin checks (default 0)",
+    ),
+    "header_timeout": Setting(
+        "ROWCAST_HEADER_TIMEOUT",
+        "a connection must send a request's full headers within this long (default 10s)",
+    ),
 }
 
 
@@ -109,6 +122,9 @@ class Settings:
     log_level: str = "INFO"
     startup_wait: float = 10.0
     keep_db: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+    trust_forwarded: bool = False
+    header_timeout: float = 10.0
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with the given fields changed (None values are ignored, as from argparse)."""
@@ -125,6 +141,8 @@ class Settings:
             raise ConfigError(f"ROWCAST_POLL_INTERVAL must be between 1ms and 60s, not {self.poll_interval}s")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port {self.port} is out of range")
+        if self.header_timeout <= 0:
+            raise ConfigError("ROWCAST_HEADER_TIMEOUT must be more than 0")
 
     @property
     def uses_embedded(self) -> bool:
@@ -133,6 +151,10 @@ class Settings:
 
 def _split(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 _CONVERT: dict[str, Any] = {
@@ -145,7 +167,10 @@ _CONVERT: dict[str, Any] = {
     "client_checkpoint_interval": parse_duration,
     "heartbeat": parse_duration,
     "startup_wait": parse_duration,
-    "keep_db": lambda v: v.strip().lower() in ("1", "true", "yes", "on"),
+    "keep_db": _flag,
+    "trust_forwarded": _flag,
+    "allowed_hosts": _split,
+    "header_timeout": parse_duration,
     "queue_messages": int,
     "queue_bytes": int,
     "max_frame_bytes": int,

@@ -46,7 +46,7 @@ class Server:
             host="127.0.0.1",
             port=server.port,
             user="postgres",
-            password=None,
+            password=server.password(),  # the embedded server refuses password-less logins
             maintenance_db="postgres",
             embedded=server,
         )
@@ -88,3 +88,12 @@ def test_server(tmp_root: Path) -> Server:
     if dsn:
         return Server.from_dsn(dsn)
     return Server.start_embedded(tmp_root / "embedded-pg")
+
+
+ROLE_PASSWORD = "rowcast-test-role"  # for login roles tests create (the embedded server asks for one)
+
+
+def as_role(url: str, role: str, password: str = ROLE_PASSWORD) -> str:
+    """`url`'s server and database, logged in as another role (a URL, as DATABASE_URL takes)."""
+    info = conninfo_to_dict(url)
+    return f"postgresql://{role}:{password}@{info.get('host', '127.0.0.1')}:{info.get('port', 5432)}/{info['dbname']}"

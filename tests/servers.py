@@ -175,3 +175,38 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
                 return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on port {port}")
+
+
+class Running:
+    """A `rowcast` server process a test talks to: its base URL and, once stopped, its output."""
+
+    def __init__(self, base: str, port: int, process: Process) -> None:
+        self.base = base
+        self.port = port
+        self.process = process
+        self.log = ""
+
+    def stop(self) -> str:
+        """Stop the process (SIGINT) and return everything it printed."""
+        if not self.log:
+            self.process.stop()
+            self.log = self.process.output()
+            self.process.close()
+        return self.log
+
+
+@asynccontextmanager
+async def rowcast_server(
+    command: str, db_url: str, env: dict[str, str] | None = None, *flags: str
+) -> AsyncIterator[Running]:
+    """Run `rowcast <command> --port P --database-url db_url` and wait until it answers."""
+    port = free_port()
+    process = Process([command, "--port", str(port), "--database-url", db_url, *flags], env or {}).start()
+    running = Running(f"http://127.0.0.1:{port}", port, process)
+    try:
+        await asyncio.to_thread(wait_port, port)
+        if command != "api":
+            await wait_healthy(running.base)
+        yield running
+    finally:
+        running.stop()

@@ -15,7 +15,7 @@ import pytest
 from db import capture, migrate
 from rowcast.embedded import binary
 from rowcast.errors import CaptureError
-from tests.pg import Server
+from tests.pg import ROLE_PASSWORD, Server, as_role
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -205,11 +205,11 @@ def test_write_from_the_real_psql_binary_is_captured_and_attributed_to_psql(db_u
 def test_writers_need_no_privilege_on_the_change_log(db_url: str, conn: Conn) -> None:
     role = "rowcast_test_writer"
     conn.execute(f"DROP ROLE IF EXISTS {role}")
-    conn.execute(f"CREATE ROLE {role} LOGIN")
+    conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{ROLE_PASSWORD}'")
     try:
         conn.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
         conn.execute(f"GRANT INSERT, SELECT ON books TO {role}")
-        with psycopg.connect(db_url.replace("postgres@", f"{role}@"), autocommit=True) as writer:
+        with psycopg.connect(as_role(db_url, role), autocommit=True) as writer:
             writer.execute("INSERT INTO books (title) VALUES ('least privilege')")
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 writer.execute("SELECT * FROM rowcast.changes")

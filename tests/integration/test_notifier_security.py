@@ -259,7 +259,7 @@ async def test_tokens_never_appear_in_logs_or_metrics(db_url: str) -> None:
                     resp.close()
             async with ws_connect(base, headers=bearer(good)) as client:
                 await client.subscribe()
-            async with http.get(base + "/metrics") as resp:
+            async with http.get(base + "/metrics", headers=bearer(token("ops", metrics=True))) as resp:
                 metrics = await resp.text()
     finally:
         proc.stop()

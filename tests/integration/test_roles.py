@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from notifier.app import create_app
+from tests.pg import ROLE_PASSWORD, as_role
 from tests.servers import serve, settings_for, wait_healthy, ws_connect
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -23,9 +24,9 @@ def login(conn: Conn, db_url: str) -> Iterator[Any]:
 
     def make(member_of: str) -> str:
         name = f"rc_{member_of[8:]}_{uuid.uuid4().hex[:6]}"
-        conn.execute(f"CREATE ROLE {name} LOGIN IN ROLE {member_of}")
+        conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{ROLE_PASSWORD}' IN ROLE {member_of}")
         made.append(name)
-        return db_url.replace("postgres@", f"{name}@", 1)
+        return as_role(db_url, name)
 
     yield make
     for name in made:
