@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 OPERATORS = ("eq", "neq", "lt", "lte", "gt", "gte", "in", "is_null", "like")
@@ -47,8 +48,15 @@ def _like_regex(pattern: str) -> re.Pattern[str]:
 def _coerce(category: str, column: str, value: Any) -> Any:
     """The filter value as it compares against the row's JSON value; FilterError if it can't."""
     if category == NUMERIC:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        # Row values are int or Decimal (rowcast.jsonexact), so operands compare as exact numbers.
+        if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
             raise FilterError("bad_value", f"{column}: expected a number, got {value!r}")
+        if isinstance(value, float):
+            # From a frame parsed with json.loads: repr is the shortest text of that float, the
+            # text the client wrote unless it wrote more digits than a float holds.
+            value = Decimal(repr(value))
+        if isinstance(value, Decimal) and not value.is_finite():
+            raise FilterError("bad_value", f"{column}: expected a finite number, got {value}")
         return value
     if category == BOOLEAN:
         if not isinstance(value, bool):

@@ -99,6 +99,32 @@ def loads(text: str | bytes) -> Any:
     return simplejson.loads(text, parse_float=Number, parse_int=_integer, allow_nan=False)
 
 
+_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def shallow(text: str, keep: int = 2) -> Any:
+    """Parse `text` with every array or object nested deeper than `keep` replaced by null.
+
+    For reading the top-level fields of a document `loads` refused as TooDeep (a change
+    notification's id, table and key); the values it returns deeper down are not the document's.
+    """
+    parts: list[str] = []
+    level, done, cut_from = 0, 0, -1
+    for match in _TOKEN.finditer(text):
+        piece = match.group()
+        if piece in ("[", "{"):
+            level += 1
+            if level > keep and cut_from < 0:
+                cut_from = match.start()
+        elif piece in ("]", "}"):
+            level -= 1
+            if level == keep and cut_from >= 0:
+                parts += (text[done:cut_from], "null")
+                done, cut_from = match.end(), -1
+    parts.append(text[done:])
+    return loads("".join(parts))
+
+
 def dumps(obj: Any, *, sort_keys: bool = False, default: Any = None) -> str:
     """Compact JSON text; Decimal is written as a number, NaN/Infinity (float or Decimal) raise ValueError."""
     return simplejson.dumps(  # type: ignore[no-any-return]
