@@ -12,6 +12,7 @@ from notifier.access import admit
 from notifier.outbox import Frame
 from notifier.service import Notifier, ProtocolError, run_writer
 from notifier.state import ACCESS, NOTIFIER, STREAMS
+from rowcast import jsonexact
 
 
 def subscription_frame(query: Any, cursor: str | None) -> dict[str, Any]:
@@ -19,7 +20,7 @@ def subscription_frame(query: Any, cursor: str | None) -> dict[str, Any]:
     frame: dict[str, Any] = {"ref": query.get("ref", "sse"), "table": query.get("table")}
     if query.get("where"):
         try:
-            frame["where"] = json.loads(query["where"])
+            frame["where"] = jsonexact.loads(query["where"])  # operands compare exactly
         except ValueError:
             raise ProtocolError("bad_json", "where must be URL-encoded JSON") from None
     if query.get("columns"):

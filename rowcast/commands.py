@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import os
 import socket
 import sys
@@ -13,6 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from rowcast import jsonexact
 from rowcast.errors import ConfigError, RowcastError
 from rowcast.settings import Settings, from_env, parse_duration
 
@@ -208,7 +208,7 @@ def parse_where(text: str | None) -> dict[str, Any] | None:
         return None
     if text.lstrip().startswith("{"):
         try:
-            parsed = json.loads(text)
+            parsed = jsonexact.loads(text)  # numbers exactly as typed
         except ValueError as exc:
             raise RowcastError(f"--where is not valid JSON: {exc}") from None
         if not isinstance(parsed, dict):
@@ -256,7 +256,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
             url, args.table, where=where, cursor=args.cursor, token=token, on_status=status
         ):
             if args.json:
-                print(json.dumps(change.__dict__, separators=(",", ":"), default=str), flush=True)
+                # Decimal stays a JSON number, exactly as Postgres wrote it.
+                print(jsonexact.dumps(change.__dict__, default=str), flush=True)
             else:
                 print(format_change(change), flush=True)
 
