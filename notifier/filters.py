@@ -27,6 +27,8 @@ class FilterError(ValueError):
         self.code = code
 
 
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
 Predicate = Callable[[Mapping[str, Any]], bool]
 
 
@@ -49,6 +51,8 @@ def _coerce(category: str, column: str, value: Any) -> Any:
     """The filter value as it compares against the row's JSON value; FilterError if it can't."""
     if category == NUMERIC:
         # Row values are int or Decimal (rowcast.jsonexact), so operands compare as exact numbers.
+        if isinstance(value, str) and _JSON_NUMBER.fullmatch(value):
+            value = Decimal(value)  # a number as text: how rowcast.js sends one a double can't hold
         if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
             raise FilterError("bad_value", f"{column}: expected a number, got {value!r}")
         if isinstance(value, float):

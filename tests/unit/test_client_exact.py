@@ -92,7 +92,11 @@ async def test_regression_undecodable_changes_do_not_end_the_subscription(
     assert deep.row is None and deep.raw == FRAMES[2]  # the frame, as the server sent it
     assert json.loads(deep.raw.replace(DEEP, "[]"))["row"] == {"id": 2, "j": []}
     assert (missed.id, missed.op, missed.pk, missed.error, missed.raw) == (
-        3, "update", None, "undecodable_change", None
+        3,
+        "update",
+        None,
+        "undecodable_change",
+        None,
     )
     assert last.id == 4 and last.row == {"id": 4, "n": Decimal("0.5")}
 
