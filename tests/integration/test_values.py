@@ -87,8 +87,8 @@ async def write(conn: AConn) -> tuple[dict[int, dict[str, Any]], dict[int, dict[
     """Three inserts, an update and a delete; the rows as Postgres has them before and after."""
     await conn.execute(ROW1)
     await conn.execute(
-        "INSERT INTO vals (id, num, f4, f8, f8inf, i8max, t_uni, j) VALUES "
-        f"(2, {FLOAT_TWIN}, 1e-45, -0.0, '-Infinity', 0, '', 'null')"
+        "INSERT INTO vals (id, num, f4, f4nan, f8, f8inf, i8max, t_uni, j, arr) VALUES "
+        f"(2, {FLOAT_TWIN}, 1e-45, 'Infinity', -0.0, '-Infinity', 0, '', 'null', '{{NULL}}')"
     )
     await conn.execute(
         f"INSERT INTO vals (id, num, jdeep, t_long, jnum) VALUES (3, {BIG_PLUS}, %s, %s, '[{BIG}]')",
