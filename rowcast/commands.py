@@ -225,6 +225,9 @@ def parse_where(text: str | None) -> dict[str, Any] | None:
 
 
 def format_change(change: Any) -> str:
+    if getattr(change, "error", None):  # rowcast.client could not have the row (docs/PROTOCOL.md)
+        pk = ",".join(f"{k}={v}" for k, v in (change.pk or {}).items())
+        return f"--:--:--  {change.op.upper():8} {change.table} {pk}  ({change.error}: row not shown)"
     at = datetime.fromisoformat(change.at).astimezone().strftime("%H:%M:%S")
     actor = change.actor or {}
     who = actor.get("actor") or actor.get("user") or "?"

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestServer
 
 from rowcast import jsonexact
 from rowcast.client import Change, subscribe
+from rowcast.commands import format_change
 
 BIG = "1234567890.123456789012345678901234567890"
 HUGE = "9" * 400
@@ -105,3 +106,8 @@ async def test_client_sends_decimal_filter_operands_as_numbers(server: tuple[Tes
     srv, received = server
     await take(str(srv.make_url("/")), 1, where={"n": {"gt": Decimal(BIG)}})
     assert str(received[0]["where"]["n"]["gt"]) == BIG
+
+
+def test_tail_prints_an_undecodable_change_instead_of_failing() -> None:
+    missed = Change.undecodable({"id": 3, "schema": "public", "table": "t", "op": "update"}, None)
+    assert format_change(missed) == "--:--:--  UPDATE   t   (undecodable_change: row not shown)"
