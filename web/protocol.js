@@ -122,8 +122,9 @@ export function subscribeFrame(ref, { table, where, columns, mode }, cursor) {
 // where engines ship it; this works everywhere, and costs nothing for frames without long numbers.)
 export const NUMBER_MODES = Object.freeze(["number", "string"]);
 const MIN_NORMAL = 2.2250738585072014e-308;
-// Cheap first look: a run of 16 digits (and points), or a 3-digit exponent. Misses nothing.
-const MAYBE_INEXACT = /\d[\d.]{15}|[eE][+-]?\d{3}/;
+// Cheap first look: a run of 16 digits (and points), or a 2-digit exponent (1e16 is already an
+// unsafe integer). Misses nothing; Postgres writes jsonb numbers without exponents anyway.
+const MAYBE_INEXACT = /\d[\d.]{15}|[eE][+-]?\d{2}/;
 // Strings first, so digits inside them are skipped; then JSON numbers.
 const TOKENS = /"[^"\\]*(?:\\.[^"\\]*)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g;
 const NUMBER = /^-?(\d+)(?:\.(\d+))?(?:[eE][+-]?\d+)?$/;

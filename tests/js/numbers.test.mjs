@@ -52,6 +52,10 @@ describe("what JavaScript numbers cannot hold", () => {
     assert.deepEqual(parseJson(text, "string"), { a: `x"${"9".repeat(30)}"`, b: ["9".repeat(30), 1.5] });
   });
 
+  test("numbers with exponents are judged by value", () => {
+    assert.deepEqual(parseJson('[1e21, 1e-5, 1.5e-10, 2.5E+2, 1e400]', "string"), ["1e21", 1e-5, 1.5e-10, 250, "1e400"]);
+  });
+
   test("frames parse the same way; bad JSON is still null", () => {
     assert.equal(parseFrame(changeText("s1"), undefined, "string").row.big, BIG);
     assert.equal(parseFrame(`{"type":"x","n":${HUGE}`, undefined, "string"), null);
