@@ -84,7 +84,10 @@ def loads(text: str | bytes) -> Any:
     """Parse JSON exactly; ValueError if it is not JSON, TooDeep if it nests beyond MAX_DEPTH."""
     if isinstance(text, bytes | bytearray):
         text = text.decode("utf-8")
-    # Counting brackets is C-speed; only a document with more of them than the limit is measured.
+    # Counting brackets is C-speed; only a document with more of them than the limit is measured
+    # (about 1 ms for 44 kB holding 2,000 brackets). Measured, not left to the C parser's
+    # RecursionError, so the limit does not depend on the caller's stack and whatever parses can
+    # also be encoded again.
     if text.count("[") + text.count("{") > MAX_DEPTH:
         found = depth(text)
         if found > MAX_DEPTH:
@@ -131,8 +134,8 @@ def dumps(obj: Any, *, sort_keys: bool = False, default: Any = None) -> str:
     return _encoder(sort_keys, default).encode(obj)  # type: ignore[no-any-return]
 
 
-# simplejson.loads/dumps build a new decoder or encoder per call when given options: measured
-# about 2.5x slower per event than reusing one.
+# simplejson.loads/dumps build a new decoder or encoder per call when given options: a projected
+# view of a typical event measured 62 us that way, 36 us reusing these.
 _DECODER = simplejson.JSONDecoder(parse_float=Number, allow_nan=False)
 
 
