@@ -167,14 +167,15 @@ class Event:
         return f"Event(id={self.id}, xid={self.xid}, {self.op} {self.qualified} {pk})"
 
     @classmethod
-    def from_payload(cls, data: dict[str, Any], raw: str | None = None) -> Event:
+    def from_payload(cls, data: dict[str, Any], raw: str | None = None, *, exact: bool = False) -> Event:
         """From the JSON the capture trigger sends; raises KeyError/TypeError/ValueError if malformed.
 
         With `raw`, only the routing fields are taken from `data`: the key and the images are
         parsed from `raw` with the exact codec when needed, so numbers the caller's parser
-        rounded (or images it replaced, see jsonexact.shallow) never reach a subscriber.
+        rounded (or images it replaced, see jsonexact.shallow) never reach a subscriber. Pass
+        `exact=True` when `data` is jsonexact.loads(raw) itself, to use its images as they are.
         """
-        exact = raw is None
+        exact = exact or raw is None
         return cls(
             int(data["id"]),
             int(data["xid"]),

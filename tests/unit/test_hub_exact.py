@@ -153,3 +153,11 @@ def test_jsonexact_shallow_reads_the_routing_fields_of_a_too_deep_payload() -> N
     event = Event.from_payload(data, raw=payload)
     assert (event.id, event.xid, event.qualified, event.op) == (5, 105, "public.t", "insert")
     assert not event.decodable and event.raw == payload
+
+
+def test_from_payload_uses_images_the_exact_codec_parsed() -> None:
+    payload = raw_event(8, f'{{"id": 8, "n": {BIG}}}')
+    event = Event.from_payload(jsonexact.loads(payload), raw=payload, exact=True)
+    event.raw = "not parsed again"  # would be undecodable if it were
+    assert str((event.row or {})["n"]) == BIG and event.pk == {"id": 8}
+    assert encode_view(event, "full", None) == "not parsed again"  # raw still goes out verbatim
