@@ -3,13 +3,17 @@
 `raw` is the event's JSON text as Postgres built it (the trigger's payload, or the same object
 built in SQL during a replay). A subscriber that sees the whole event unfiltered gets that text
 verbatim, so the common path encodes nothing; the row images are parsed only when a filter, a
-scope or a column projection needs them.
+scope or a column projection needs them, with the exact codec (rowcast/jsonexact.py: numbers stay
+the text Postgres wrote). Images that cannot be parsed (jsonb nested deeper than the codec allows)
+make the event *undecodable*: it still goes out verbatim to unfiltered subscribers, and the hub
+tells the others with an error frame.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from rowcast import jsonexact
 
 # What a replay selects: the routing fields, the key, and the whole event as JSON text.
 # json_build_object (text), not jsonb_build_object, and the key as text: measured about 1.5x
@@ -26,10 +30,15 @@ LOG_COLUMNS = (
 _UNPARSED: Any = object()
 
 
+class UndecodableChange(ValueError):
+    """The change's row images cannot be parsed (e.g. jsonb nested deeper than jsonexact.MAX_DEPTH)."""
+
+
 class Event:
     __slots__ = (
         "_actor",
         "_at",
+        "_error",
         "_old",
         "_pk",
         "_row",
@@ -63,6 +72,7 @@ class Event:
         self.op = op
         self._pk: Any = pk
         self.raw = raw
+        self._error: str | None = None  # why the images did not parse, once they did not
         self._at = at
         self._row = row
         self._old = old
@@ -72,18 +82,44 @@ class Event:
 
     def _parse(self) -> None:
         assert self.raw is not None
-        data = json.loads(self.raw)
-        self._row, self._old, self._actor, self._at = (
-            data.get("row"),
-            data.get("old"),
-            data.get("actor") or {},
-            data["at"],
-        )
+        if self._error is not None:  # failed before: don't scan the text again
+            raise UndecodableChange(f"change {self.id} of {self.qualified}: {self._error}")
+        try:
+            data = jsonexact.loads(self.raw)
+        except ValueError as exc:  # jsonexact.TooDeep (or text that is not JSON at all)
+            self._error = str(exc)
+            raise UndecodableChange(f"change {self.id} of {self.qualified}: {exc}") from None
+        self._row, self._old = data.get("row"), data.get("old")
+        if self._actor is _UNPARSED:
+            self._actor = data.get("actor") or {}
+        if self._at is _UNPARSED:
+            self._at = data["at"]
+        if self._pk is _UNPARSED:
+            self._pk = data.get("pk")
+
+    @property
+    def decodable(self) -> bool:
+        """Whether the row images parse; parses them if that was not done yet."""
+        try:
+            self.row  # noqa: B018 -- parses
+        except UndecodableChange:
+            return False
+        return True
+
+    @property
+    def undecodable_reason(self) -> str | None:
+        """Why the images did not parse, once they did not (see `decodable`)."""
+        return self._error
 
     @property
     def pk(self) -> dict[str, Any] | None:
-        if isinstance(self._pk, str):  # from the log: the key's JSON text
-            self._pk = json.loads(self._pk)
+        if self._pk is _UNPARSED:  # from a payload: parsed exactly from `raw` with the images
+            self._parse()
+        elif isinstance(self._pk, str):  # from the log: the key's JSON text
+            try:
+                self._pk = jsonexact.loads(self._pk)
+            except ValueError as exc:
+                raise UndecodableChange(f"change {self.id} of {self.qualified}: key: {exc}") from None
         return self._pk  # type: ignore[no-any-return]
 
     @property
@@ -117,7 +153,7 @@ class Event:
     @property
     def row_key(self) -> str:
         """Identity of the row across events: the canonical JSON of its primary key."""
-        return json.dumps(self.pk, sort_keys=True, separators=(",", ":"))
+        return jsonexact.dumps(self.pk, sort_keys=True)
 
     def old_image(self) -> dict[str, Any] | None:
         """The full row before the change (an update's `old` holds only the changed columns)."""
@@ -128,11 +164,19 @@ class Event:
         return None
 
     def __repr__(self) -> str:
-        return f"Event(id={self.id}, xid={self.xid}, {self.op} {self.qualified} {self.pk})"
+        pk = "?" if self._pk is _UNPARSED else self._pk  # never parse (or fail) in a log line
+        return f"Event(id={self.id}, xid={self.xid}, {self.op} {self.qualified} {pk})"
 
     @classmethod
-    def from_payload(cls, data: dict[str, Any], raw: str | None = None) -> Event:
-        """From the JSON the capture trigger sends; raises KeyError/TypeError/ValueError if malformed."""
+    def from_payload(cls, data: dict[str, Any], raw: str | None = None, *, exact: bool = False) -> Event:
+        """From the JSON the capture trigger sends; raises KeyError/TypeError/ValueError if malformed.
+
+        With `raw`, only the routing fields are taken from `data`: the key and the images are
+        parsed from `raw` with the exact codec when needed, so numbers the caller's parser
+        rounded (or images it replaced, see jsonexact.shallow) never reach a subscriber. Pass
+        `exact=True` when `data` is jsonexact.loads(raw) itself, to use its images as they are.
+        """
+        exact = exact or raw is None
         return cls(
             int(data["id"]),
             int(data["xid"]),
@@ -140,9 +184,9 @@ class Event:
             str(data["schema"]),
             str(data["table"]),
             str(data["op"]),
-            data.get("pk"),
-            data.get("row"),
-            data.get("old"),
+            data.get("pk") if exact else _UNPARSED,
+            data.get("row") if exact else _UNPARSED,
+            data.get("old") if exact else _UNPARSED,
             dict(data.get("actor") or {}),
             raw,
         )

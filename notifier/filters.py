@@ -6,9 +6,11 @@ reaches SQL: filters are evaluated on the event's row images in Python.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from notifier.like import Like, LikeSyntaxError
@@ -27,14 +29,25 @@ class FilterError(ValueError):
         self.code = code
 
 
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
 Predicate = Callable[[Mapping[str, Any]], bool]
 
 
 def _coerce(category: str, column: str, value: Any) -> Any:
     """The filter value as it compares against the row's JSON value; FilterError if it can't."""
     if category == NUMERIC:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        # Row values are int or Decimal (rowcast.jsonexact), so operands compare as exact numbers.
+        if isinstance(value, str) and _JSON_NUMBER.fullmatch(value):
+            value = Decimal(value)  # a number as text: how rowcast.js sends one a double can't hold
+        if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
             raise FilterError("bad_value", f"{column}: expected a number, got {value!r}")
+        if isinstance(value, float):
+            # From a frame parsed with json.loads: repr is the shortest text of that float, the
+            # text the client wrote unless it wrote more digits than a float holds.
+            value = Decimal(repr(value))
+        if isinstance(value, Decimal) and not value.is_finite():
+            raise FilterError("bad_value", f"{column}: expected a finite number, got {value}")
         return value
     if category == BOOLEAN:
         if not isinstance(value, bool):

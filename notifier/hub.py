@@ -7,7 +7,6 @@ database, and never waits for a client. A slow client only fills its own outbox.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -18,15 +17,32 @@ from notifier.events import Event
 from notifier.filters import Filter
 from notifier.outbox import Frame, Outbox
 from notifier.snapshot import Snapshot
+from rowcast import jsonexact
 from rowcast.auth import Principal
 
 log = logging.getLogger("rowcast.notifier.hub")
 
 REPLAYING, LIVE = "replaying", "live"
+# The view a subscriber would get needs the row images and they do not parse (Event.decodable).
+UNDECODABLE = "undecodable"
 
 
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=str)
+    # Exact numbers (Decimal as Postgres wrote them), never a NaN/Infinity token: rowcast.jsonexact.
+    return jsonexact.dumps(obj, default=str)
+
+
+def undecodable_error(event: Event) -> dict[str, Any]:
+    """What a subscriber is told of a change it cannot be given (no row data: its scope is unknown)."""
+    return {
+        "code": "undecodable_change",
+        "message": f"change {event.id} of {event.qualified} cannot be filtered or projected: "
+        f"its row does not parse ({event.undecodable_reason})",
+        "id": event.id,
+        "schema": event.schema,
+        "table": event.table,
+        "op": event.op,
+    }
 
 
 def checkpoint_frame(cursor: str) -> str:
@@ -52,6 +68,20 @@ def encode_view(event: Event, variant: str, columns: tuple[str, ...] | None) -> 
     cache_key = (variant, columns)
     body = event.encoded.get(cache_key)
     if body is not None:
+        return body
+    if variant == UNDECODABLE:
+        # Long-poll lists it among the changes (WebSocket and SSE send an error frame instead,
+        # see Session.deliver): the cursor moves past it and the client learns what it missed.
+        body = dumps(
+            {
+                "id": event.id,
+                "schema": event.schema,
+                "table": event.table,
+                "op": event.op,
+                "error": undecodable_error(event),
+            }
+        )
+        event.encoded[cache_key] = body
         return body
     fields: dict[str, Any] = {
         "id": event.id,
@@ -97,15 +127,22 @@ class Subscription:
     def _visible(self, image: dict[str, Any] | None) -> bool:
         return (
             image is not None
-            and self.filter.matches(image)
+            # Scope first: a row outside the token's scope never reaches the client's filter.
             and self.session.principal.in_scope(self.table, image)
+            and self.filter.matches(image)
         )
 
     def variant(self, event: Event) -> str | None:
-        """How this subscriber sees the event: full, in, out, or not at all (None)."""
+        """How this subscriber sees the event: full, in, out, undecodable, or not at all (None)."""
         if event.op == "truncate":
             return "full"
         unfiltered = not self.filter.predicates and not self.session.principal.scope(self.table)
+        if unfiltered and self.columns is None:
+            return "full"  # `raw` verbatim: the images are never parsed
+        if not event.decodable:
+            # A filter, a scope or a projection needs images that do not parse: never guess
+            # (a scoped subscriber must not get rows outside its scope), say so instead.
+            return UNDECODABLE
         if unfiltered:
             return "full"
         if event.op == "insert":
@@ -121,10 +158,7 @@ class Subscription:
             return "out"
         return None
 
-    def render(self, event: Event) -> str | None:
-        variant = self.variant(event)
-        if variant is None:
-            return None
+    def render(self, event: Event, variant: str) -> str:
         return self.prefix + encode_view(event, variant, self.columns)[1:]
 
     def offer(self, event: Event) -> None:
@@ -184,15 +218,20 @@ class Session:
         """Queue one change for this subscriber; False if it did not match."""
         if self.closed:
             return False
-        data = sub.render(event)
-        if data is None:
+        variant = sub.variant(event)
+        if variant is None:
             return False
+        if variant == UNDECODABLE:  # the stream goes on; the client learns which change it missed
+            self.send("error", {"ref": sub.ref, **undecodable_error(event)})
+            return True
+        data = sub.render(event, variant)
         latest = sub.mode == "latest"
         # Row keys only matter for coalescing: computing one parses the key.
-        key: str | None = f"{sub.ref}\x00{event.row_key}" if latest else None
-        if latest and (event.op == "truncate" or _key_before(event) != event.pk):
+        key: str | None = f"{sub.ref}\x00{event.row_key}" if latest and event.decodable else None
+        if latest and (event.op == "truncate" or key is None or _key_before(event) != event.pk):
             # A truncate or a key change reaches beyond one row: a later change coalesced into a
             # frame queued before it would be applied before it, and be wiped or left stale.
+            # An undecodable change (key None) might be a key change: treated as one.
             self.outbox.forget_rows(f"{sub.ref}\x00")
             key = None
         frame = Frame("change", data, key=key)

@@ -20,7 +20,7 @@ def subscription_frame(query: Any, cursor: str | None) -> dict[str, Any]:
     frame: dict[str, Any] = {"ref": query.get("ref", "sse"), "table": query.get("table")}
     if query.get("where"):
         try:
-            frame["where"] = jsoninput.parse(query["where"])
+            frame["where"] = jsoninput.parse(query["where"], exact=True)  # operands compare exactly
         except jsoninput.JSONInputError as exc:
             raise ProtocolError("bad_json", f"where must be URL-encoded JSON: {exc}") from None
     if query.get("columns"):

@@ -162,7 +162,7 @@ async def _read(
 
 async def _handle(text: str, notifier: Notifier, session: Any, tasks: list[asyncio.Task[Any]]) -> None:
     try:
-        frame = jsoninput.parse(text)
+        frame = jsoninput.parse(text, exact=True)  # filter operands compare exactly
     except jsoninput.JSONInputError as exc:
         raise ProtocolError("bad_json", f"frame is not valid JSON: {exc}") from None
     if not isinstance(frame, dict):

@@ -3,12 +3,17 @@
 It reconnects with backoff and jitter, resumes from its last cursor, and applies the per-row rule
 (docs/PROTOCOL.md "Client rules"), so duplicates from a resume and stale changes never reach the
 caller, and each row's changes come in commit order.
+
+Numbers are exact (rowcast.jsonexact): integers are `int`, other numbers `decimal.Decimal` whose
+str() is the text Postgres wrote, never a float. A change the client cannot parse (a row holding
+jsonb nested deeper than jsonexact.MAX_DEPTH) or the server could not filter or project (an
+`undecodable_change` error frame) does not end the subscription: it is yielded as a `Change` with
+`error == "undecodable_change"` and `row`/`old` None (see `Change`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,9 +22,14 @@ from typing import Any
 
 import aiohttp
 
+from rowcast import jsonexact
+
 log = logging.getLogger("rowcast.client")
 
 CLOSE_AUTH, CLOSE_SLOW = 4001, 4008
+
+
+UNDECODABLE = "undecodable_change"
 
 
 class SubscriptionError(Exception):
@@ -36,6 +46,12 @@ class ResyncRequired(Exception):
 
 @dataclass(frozen=True)
 class Change:
+    """One change. If `error` is set ("undecodable_change") its row could not be had: `row` and
+    `old` are None; `raw` is the frame's text when the server sent the change but this client
+    could not parse it (`pk` read from it where possible), None when the server could not filter or
+    project it for this subscription (`pk` None too). Reload the row (or the table) if you need it.
+    """
+
     id: int
     schema: str
     table: str
@@ -46,6 +62,27 @@ class Change:
     actor: dict[str, Any]
     at: str
     moved: str | None = None
+    error: str | None = None
+    raw: str | None = None
+
+    @classmethod
+    def undecodable(cls, f: dict[str, Any], raw: str | None) -> Change:
+        """From what could be read of a change frame this client cannot parse, or an error frame."""
+        pk = f.get("pk")
+        return cls(
+            f["id"],
+            f["schema"],
+            f["table"],
+            f["op"],
+            pk if isinstance(pk, dict) else None,
+            None,
+            None,
+            {},
+            str(f.get("at") or ""),
+            f.get("moved"),
+            UNDECODABLE,
+            raw,
+        )
 
     @classmethod
     def from_frame(cls, f: dict[str, Any]) -> Change:
@@ -64,7 +101,7 @@ class Change:
 
 
 def row_key(table: str, pk: dict[str, Any] | None) -> str:
-    return table + "\x00" + json.dumps(pk, sort_keys=True, separators=(",", ":"))
+    return table + "\x00" + jsonexact.dumps(pk, sort_keys=True)
 
 
 @dataclass
@@ -78,6 +115,8 @@ class RowRule:
         table = f"{change.schema}.{change.table}"
         if change.id < self.truncated.get(table, 0):
             return False
+        if change.error is not None and change.pk is None:
+            return True  # nothing to key it by (the server could not say): always tell the caller
         if change.op == "truncate":
             if change.id <= self.truncated.get(table, 0):
                 return False
@@ -137,16 +176,27 @@ async def subscribe(
                         frame["columns"] = columns
                     if cursor is not None:
                         frame["cursor"] = cursor
-                    await ws.send_str(json.dumps(frame))
+                    await ws.send_str(jsonexact.dumps(frame))
                     async for msg in ws:
                         if msg.type != aiohttp.WSMsgType.TEXT:
                             break
-                        data = json.loads(msg.data)
+                        raw: str | None = None  # set if the frame is too deep to parse whole
+                        try:
+                            data = jsonexact.loads(msg.data)
+                        except jsonexact.TooDeep:
+                            # A row nested deeper than we parse: the rest of the frame still routes it.
+                            data, raw = jsonexact.shallow(msg.data), msg.data
                         kind = data.get("type")
                         if kind == "change":
-                            change = Change.from_frame(data)
+                            if raw is None:
+                                change = Change.from_frame(data)
+                            else:
+                                change = Change.undecodable(data, raw)
                             if rule.admit(change):
                                 yield change
+                        elif kind == "error" and data.get("code") == UNDECODABLE and "id" in data:
+                            # The server could not filter or project one change: say so, go on.
+                            yield Change.undecodable(data, None)
                         elif kind in ("checkpoint", "subscribed"):
                             cursor = data["cursor"]
                             if kind == "subscribed":

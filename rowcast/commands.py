@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import os
 import shlex
 import socket
@@ -14,6 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from rowcast import jsonexact
 from rowcast.errors import ConfigError, RowcastError
 from rowcast.settings import Settings, from_env, parse_duration
 
@@ -218,7 +218,7 @@ def parse_where(text: str | None) -> dict[str, Any] | None:
         return None
     if text.lstrip().startswith("{"):
         try:
-            parsed = json.loads(text)
+            parsed = jsonexact.loads(text)  # numbers exactly as typed
         except ValueError as exc:
             raise RowcastError(f"--where is not valid JSON: {exc}") from None
         if not isinstance(parsed, dict):
@@ -235,6 +235,9 @@ def parse_where(text: str | None) -> dict[str, Any] | None:
 
 
 def format_change(change: Any) -> str:
+    if getattr(change, "error", None):  # rowcast.client could not have the row (docs/PROTOCOL.md)
+        pk = ",".join(f"{k}={v}" for k, v in (change.pk or {}).items())
+        return f"--:--:--  {change.op.upper():8} {change.table} {pk}  ({change.error}: row not shown)"
     at = datetime.fromisoformat(change.at).astimezone().strftime("%H:%M:%S")
     actor = change.actor or {}
     who = actor.get("actor") or actor.get("user") or "?"
@@ -266,7 +269,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
             url, args.table, where=where, cursor=args.cursor, token=token, on_status=status
         ):
             if args.json:
-                print(json.dumps(change.__dict__, separators=(",", ":"), default=str), flush=True)
+                # Decimal stays a JSON number, exactly as Postgres wrote it.
+                print(jsonexact.dumps(change.__dict__, default=str), flush=True)
             else:
                 print(format_change(change), flush=True)
 

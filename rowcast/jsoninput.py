@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from rowcast import jsonexact
+
 MAX_DEPTH = 32
 
 
@@ -17,8 +19,21 @@ class JSONInputError(ValueError):
     """The client's JSON is malformed or nested too deeply (the message says which)."""
 
 
-def parse(text: str | bytes, *, max_depth: int = MAX_DEPTH, **options: Any) -> Any:
-    """`json.loads(text, **options)`, refusing nesting deeper than `max_depth`."""
+def parse(text: str | bytes, *, max_depth: int = MAX_DEPTH, exact: bool = False, **options: Any) -> Any:
+    """`json.loads(text, **options)`, refusing nesting deeper than `max_depth`.
+
+    With `exact`, numbers keep the text the client wrote (rowcast.jsonexact), so a filter operand
+    like 0.1000000000000000001 compares exactly.
+    """
+    if exact:
+        if isinstance(text, bytes | bytearray):
+            text = text.decode("utf-8", errors="replace")
+        if jsonexact.depth(text) > max_depth:
+            raise JSONInputError(f"JSON is nested more than {max_depth} levels deep")
+        try:
+            return jsonexact.loads(text)
+        except ValueError as exc:
+            raise JSONInputError(str(exc)[:200]) from None
     try:
         value = json.loads(text, **options)
     except RecursionError:

@@ -1,7 +1,7 @@
 // LiveCollection: a REST snapshot kept current by change events, plus the REST writes
 // (If-Match, X-Request-ID) whose echoes it recognises as its own.
 
-import { apiUrl } from "./protocol.js";
+import { apiUrl, parseJson } from "./protocol.js";
 import { RowStore } from "./rowstore.js";
 
 /** A REST call failed: `status`, `code` and `message` from the API's JSON error body. */
@@ -41,7 +41,7 @@ export function ifMatch(version) {
 /**
  * new LiveCollection({baseUrl, resource, table?, pk?, connection?, onChange?, onReset?, onStatus?,
  *   onError?, query?, limit?, maxRows?, where?, columns?, actor?, token?, getToken?, fetch?,
- *   versionColumn?})
+ *   versionColumn?, numbers?})
  *
  * onChange(change) gets {kind: "insert" | "update" | "delete" | "truncate", key, row, prev,
  * changed, oldKey?, removed?, event?, mine, source: "live" | "rest"}; onReset(rows) after each
@@ -69,6 +69,8 @@ export class LiveCollection {
     this.token = options.token ?? null;
     this.getToken = options.getToken ?? null;
     this.fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+    // Parse the snapshot like the live changes, or a row's numbers change type on its first update.
+    this.numbers = options.numbers ?? this.connection?.numbers ?? "number";
     this.store = new RowStore({ table: this.table, pk: this.pk, versionColumn: options.versionColumn ?? "version" });
     this.total = 0;
     this.cursor = null;
@@ -261,7 +263,7 @@ export class LiveCollection {
     let json = null;
     if (text) {
       try {
-        json = JSON.parse(text);
+        json = parseJson(text, this.numbers);
       } catch {
         json = { error: "bad_response", message: text.slice(0, 200) };
       }

@@ -9,6 +9,7 @@ import {
   chooseTransport,
   closeAction,
   isFatalSubscriptionError,
+  NUMBER_MODES,
   parseFrame,
   SeenIds,
   sseUrl,
@@ -28,8 +29,9 @@ const SSE_EVENTS = ["subscribed", "change", "checkpoint", "resync_required", "er
  * connection before the status reads "offline"; defaults 3 and 5000), openTimeout,
  * pingInterval, pongTimeout (ms), onError(frame) for errors not tied to a subscription,
  * watchBrowser (default true: reconnect at once when the browser comes back online or the tab
- * becomes visible), and for tests: WebSocket, EventSource, setTimeout, clearTimeout, now,
- * random, autoStart.
+ * becomes visible), numbers ("number", the default, or "string": numbers a JavaScript number
+ * cannot hold exactly arrive as their decimal text; see web/protocol.js), and for tests:
+ * WebSocket, EventSource, setTimeout, clearTimeout, now, random, autoStart.
  */
 export function connect(url, options = {}) {
   return new Connection(url, options);
@@ -42,6 +44,8 @@ export class Connection {
     this.token = options.token ?? null;
     this.getToken = options.getToken ?? null;
     this.preferred = options.transport ?? "auto";
+    this.numbers = options.numbers ?? "number";
+    if (!NUMBER_MODES.includes(this.numbers)) throw new TypeError(`numbers: one of ${NUMBER_MODES.join(", ")}`);
     this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
     this.EventSource = options.EventSource ?? globalThis.EventSource;
     if (!this.WebSocket && !this.EventSource) throw new TypeError("neither WebSocket nor EventSource is available");
@@ -431,7 +435,7 @@ class WebSocketSession {
     if (typeof event.data !== "string") return;
     this.awaitingPong = false;
     this.#idle();
-    this.connection._frame(this, parseFrame(event.data));
+    this.connection._frame(this, parseFrame(event.data, undefined, this.connection.numbers));
   }
 
   #idle() {
@@ -515,7 +519,7 @@ class SseSession {
           this.#end(1006, "event stream failed");
           return;
         }
-        c._frame(this, parseFrame(event.data, type), sub);
+        c._frame(this, parseFrame(event.data, type, c.numbers), sub);
       });
     }
   }

@@ -110,11 +110,49 @@ export function subscribeFrame(ref, { table, where, columns, mode }, cursor) {
   return frame;
 }
 
+// Numbers. rowcast sends numbers exactly as Postgres wrote them (docs/PROTOCOL.md "Numbers"),
+// but a JavaScript number is an IEEE double: integers are exact only up to
+// Number.MAX_SAFE_INTEGER (2^53 - 1; int8 goes to 9223372036854775807), only 15 significant
+// digits survive decimal -> double -> decimal, and the range ends near 1.8e308 and 2.2e-308
+// (numeric holds 131072 digits before the point and 16383 after). So JSON.parse silently turns
+// numeric 1234567890.123456789012345678901234567890 into 1234567890.1234567, a 400-digit numeric
+// into Infinity and 1e-400 into 0. With numbers: "string" (connect(url, {numbers: "string"}),
+// LiveCollection too) every number a double cannot hold exactly arrives as its decimal text, a
+// string, and all others stay numbers. (JSON.parse's reviver `context.source` would do the same
+// where engines ship it; this works everywhere, and costs nothing for frames without long numbers.)
+export const NUMBER_MODES = Object.freeze(["number", "string"]);
+const MIN_NORMAL = 2.2250738585072014e-308;
+// Cheap first look: a run of 16 digits (and points), or a 2-digit exponent (1e16 is already an
+// unsafe integer). Misses nothing; Postgres writes jsonb numbers without exponents anyway.
+const MAYBE_INEXACT = /\d[\d.]{15}|[eE][+-]?\d{2}/;
+// Strings first, so digits inside them are skipped; then JSON numbers.
+const TOKENS = /"[^"\\]*(?:\\.[^"\\]*)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g;
+const NUMBER = /^-?(\d+)(?:\.(\d+))?(?:[eE][+-]?\d+)?$/;
+
+/** True when the JSON number `text` survives as a JavaScript number (see the comment above). */
+export function numberIsExact(text) {
+  const match = NUMBER.exec(text);
+  if (!match) return false;
+  const value = Number(text);
+  const digits = (match[1] + (match[2] ?? "")).replace(/^0+/, "").replace(/0+$/, "");
+  if (digits === "") return true; // zero
+  if (!Number.isFinite(value) || Math.abs(value) < MIN_NORMAL) return false; // overflow, underflow
+  if (Number.isInteger(value) && !Number.isSafeInteger(value)) return false;
+  const whole = !/[eE]/.test(text) && /^0*$/.test(match[2] ?? "");
+  return whole || digits.length <= 15; // a safe integer is exact whatever its digits
+}
+
+/** JSON.parse, or with numbers = "string" the numbers a double cannot hold as decimal strings. */
+export function parseJson(text, numbers = "number") {
+  if (numbers !== "string" || !MAYBE_INEXACT.test(text)) return JSON.parse(text);
+  return JSON.parse(text.replace(TOKENS, (token) => (token[0] === '"' || numberIsExact(token) ? token : `"${token}"`)));
+}
+
 /** A server frame from its text, or null when it is not a JSON object with a string `type`. */
-export function parseFrame(text, fallbackType) {
+export function parseFrame(text, fallbackType, numbers = "number") {
   let frame;
   try {
-    frame = JSON.parse(text);
+    frame = parseJson(text, numbers);
   } catch {
     return null;
   }

@@ -137,11 +137,12 @@ export function fakeFetch(handler) {
   const fetch = async (url, init = {}) => {
     const call = { url: new URL(url), method: init.method ?? "GET", headers: init.headers ?? {}, body: init.body ? JSON.parse(init.body) : undefined };
     calls.push(call);
-    const { status = 200, body = null } = (await handler(call)) ?? {};
+    // `text`: the response body as it is, for what JSON.stringify cannot write (long numbers).
+    const { status = 200, body = null, text = null } = (await handler(call)) ?? {};
     return {
       status,
       ok: status >= 200 && status < 300,
-      text: async () => (body === null ? "" : JSON.stringify(body)),
+      text: async () => text ?? (body === null ? "" : JSON.stringify(body)),
     };
   };
   return { fetch, calls };

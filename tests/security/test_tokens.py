@@ -176,11 +176,6 @@ async def test_an_unknown_scope_column_refuses_only_its_own_table_on_the_notifie
         assert (await client.subscribe(ref="a", table="authors"))["type"] == "subscribed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="notifier/longpoll.py (owned by the change-log rewrite) does not call "
-    "access.check_scopes yet; see the issue 14 report",
-)
 async def test_long_poll_refuses_a_scope_on_an_unknown_table(notifier: Running) -> None:
     tok = forge({"read": ["books"], "write": [], "scopes": {"book": {"owner": "alice"}}})
     async with (

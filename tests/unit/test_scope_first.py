@@ -4,19 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from notifier.filters import Filter
 from notifier.hub import Session, Subscription
 from notifier.outbox import Outbox
 from rowcast.auth import Principal
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hub.Subscription._visible runs the filter before the scope; the swap is in "
-    "notifier/hub.py, owned by the change-log rewrite (see the issue 14 report)",
-)
 def test_filters_never_see_rows_outside_the_scope() -> None:
     seen: list[Any] = []
 
