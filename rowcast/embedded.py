@@ -245,6 +245,8 @@ class EmbeddedPostgres:
             # Room for a test suite's worth of connections and for LISTEN-heavy benchmarks.
             conf.write(
                 "\n# rowcast\nmax_connections = 200\nfsync = on\npassword_encryption = scram-sha-256\n"
+                # Two-phase commit works on captured tables (SET LOCAL rowcast.wake = off).
+                "max_prepared_transactions = 16\n"
             )
 
     def _new_password(self) -> str:
