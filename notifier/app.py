@@ -60,7 +60,6 @@ def setup(app: web.Application, settings: Settings) -> None:
         await pool.open(wait=False)
         metrics = Metrics()
         hub = Hub(settings.client_checkpoint_interval)
-        notifier = Notifier(settings, pool, hub, Catalog(pool), metrics)
 
         seen = 0
 
@@ -84,6 +83,7 @@ def setup(app: web.Application, settings: Settings) -> None:
             on_read=metrics.reads.inc,
             on_wakeup=metrics.wakeups.inc,
         )
+        notifier = Notifier(settings, pool, hub, Catalog(pool), metrics, listener.started)
         app[NOTIFIER] = notifier
         app[LISTENER] = listener
         run = asyncio.create_task(listener.run(), name="rowcast-listener")

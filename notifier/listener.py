@@ -70,6 +70,9 @@ class Listener:
         self.reconnects = 0
         self.last_read = 0.0  # monotonic time of the last successful read
         self._wake = asyncio.Event()
+        # Set once the reader has a position. A subscription's snapshot must not be older: a
+        # change committed between the two would be neither replayed nor read by a window.
+        self.started = asyncio.Event()
         self._burst = 0
         self._last_xip: frozenset[int] = frozenset()
         self._pause = MIN_PAUSE
@@ -132,6 +135,10 @@ class Listener:
             self.problems[part] = message
             if part == "reader":
                 self.reading = False
+            else:
+                self.reconnects += 1
+                if self.on_reconnect is not None:
+                    self.on_reconnect()
             if self.on_failure is not None:
                 self.on_failure(part)
             if time.monotonic() - started > 10:
@@ -150,9 +157,6 @@ class Listener:
             elif self.on_wakeup is not None:
                 self.on_wakeup()
             self._wake.set()
-        self.reconnects += 1
-        if self.on_reconnect is not None:
-            self.on_reconnect()
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -161,6 +165,7 @@ class Listener:
             if self.position is None:
                 self.position, self.mode = await self.source.start()
                 self._succeeded()
+                self.started.set()
                 self.hub.checkpoint(str(self.position.snapshot))
                 log.info("reading the change log from %s", self.position.snapshot)
             try:
@@ -198,20 +203,17 @@ class Listener:
         if page.gap is not None:
             log.error("%s: every subscriber is told to resync", page.gap)
             self.hub.resync_all("cursor_expired", page.gap)
-            self.position = Position(page.snapshot, page.hwm)
+            self.position = Position(page.snapshot)
             self._succeeded()
             self.hub.checkpoint(str(page.snapshot))
             return
-        hwm = since.hwm
         while True:
             for event in page.events:
                 await self._publish(event)
-            if page.events:
-                hwm = max(hwm, page.events[-1].id)
             if not page.more:
                 break
             page = await self.source.read(since, page.snapshot, page.events[-1].id, self.page_size)
-        self.position = Position(page.snapshot, hwm)
+        self.position = Position(page.snapshot)
         self._succeeded()
         self.hub.checkpoint(str(page.snapshot))
 

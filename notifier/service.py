@@ -52,8 +52,19 @@ class Spec:
 
 
 class Notifier:
-    def __init__(self, settings: Settings, pool: Pool, hub: Hub, catalog: Catalog, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: Pool,
+        hub: Hub,
+        catalog: Catalog,
+        metrics: Metrics,
+        reader_started: asyncio.Event | None = None,
+    ) -> None:
         self.settings = settings
+        # Subscriptions take their snapshot only once the log reader has its position: every
+        # change their snapshot does not see is then read by a window after they registered.
+        self.reader_started = reader_started
         self.pool = pool
         self.hub = hub
         self.catalog = catalog
@@ -147,6 +158,9 @@ class Notifier:
         """Replay from the cursor (or start live), then flush what arrived meanwhile."""
         session = sub.session
         try:
+            if self.reader_started is not None and not self.reader_started.is_set():
+                async with asyncio.timeout(self.settings.startup_wait):
+                    await self.reader_started.wait()
             if spec.cursor is None:
                 now = await current_snapshot(self.pool)
                 session.send("subscribed", {"ref": spec.ref, "cursor": str(now)}, sse_id=str(now))
@@ -174,9 +188,9 @@ class Notifier:
         except BadCursor as exc:
             self.hub.unregister(sub)
             session.send("error", ProtocolError("bad_cursor", str(exc), spec.ref).frame())
-        except (psycopg.Error, OSError) as exc:
+        except (psycopg.Error, OSError, TimeoutError) as exc:
             self.hub.unregister(sub)
-            log.warning("subscribe %s failed: %s", spec.ref, exc)
+            log.warning("subscribe %s failed: %s", spec.ref, exc or "the change log reader is not running")
             session.send(
                 "error",
                 ProtocolError("unavailable", "the database is unavailable; retry", spec.ref).frame(),

@@ -4,9 +4,15 @@ The listener sees the database only through `ChangeSource`, so its ordering rule
 against an in-memory fake (notifier/testing.py) as well as against Postgres.
 
 A window read takes a snapshot S and returns the changes visible in S and not in the previous
-read's snapshot P, in id order. Cheap form (DESIGN: ids come from one uncached identity, in time
-order): `(id > hwm OR xid = ANY(xip(P)))`, where hwm is the highest id visible in P. A transaction
-open for an hour only adds its own xid to the list; it never widens the scan.
+read's snapshot P, in id order. What P did not see is exactly the transactions in xip(P) and those
+with an xid at or above xmax(P), so the read is `xid = ANY(xip(P)) OR xid >= xmax(P)`: two index
+lookups on the xid index. A transaction open for an hour only adds its own xid to the list; it
+never widens the scan (as `xid >= xmin(P)` would).
+
+Not `id > hwm OR xid = ANY(xip(P))`, though ids are handed out in time order: a snapshot's xmax is
+the latest *completed* xid plus one, so a transaction already running with a higher xid is in
+neither xip nor below xmax, and its change can carry an id below hwm (it wrote between two writes
+of a transaction that then committed). tests/unit/test_listener.py replays that interleaving.
 """
 
 from __future__ import annotations
@@ -27,19 +33,18 @@ from rowcast.errors import PoolerDetected
 CHANNEL = "rowcast"
 PAGE = 2000  # changes per window page; a 100,000-row statement is read in pages
 
-# The window's rows: not seen at P (newer than its hwm, or written by a transaction P saw in
-# progress), visible in S, after the page's last id. Explicit visibility against S lets every
-# page after the first run outside the snapshot's transaction.
+# The window's rows: of a transaction P did not see (in progress at P, or at/after its xmax),
+# visible in S, after the page's last id. Explicit visibility against S lets every page after the
+# first run outside the snapshot's transaction.
 _WINDOW = (
     f"SELECT {LOG_COLUMNS} FROM rowcast.changes "
-    "WHERE (id > %(hwm)s OR xid = ANY(%(xip)s::text[]::xid8[])) AND id > %(after)s "
+    "WHERE (xid = ANY(%(xip)s::text[]::xid8[]) OR xid >= %(xmax)s::text::xid8) AND id > %(after)s "
     "AND pg_visible_in_snapshot(xid, %(snap)s::pg_snapshot) ORDER BY id LIMIT %(limit)s"
 )
 _START = (
     "SELECT pg_current_snapshot()::text, (SELECT pruned_xid::text FROM rowcast.prune_state), "
     "(SELECT wake_mode FROM rowcast.config)"
 )
-_HWM = "SELECT coalesce(max(id), 0) FROM rowcast.changes"
 _REARM = (
     "UPDATE rowcast.doorbell SET armed = true "
     "WHERE id = (SELECT id FROM rowcast.doorbell WHERE NOT armed FOR UPDATE SKIP LOCKED)"
@@ -49,10 +54,9 @@ _DOORBELL = "INSERT INTO rowcast.doorbell VALUES (1, true) ON CONFLICT (id) DO N
 
 @dataclass(frozen=True)
 class Position:
-    """Where the reader stands: a snapshot and the highest change id visible in it."""
+    """Where the reader stands: every change this snapshot sees has been read."""
 
     snapshot: Snapshot
-    hwm: int
 
 
 @dataclass
@@ -64,7 +68,6 @@ class Page:
     more: bool  # another page of the same window follows
     mode: str = "notify"  # the database's wake-up mode, as of the first page
     gap: str | None = None  # the log lost changes P had not seen (retention): resync
-    hwm: int = 0  # with `gap`: the highest id visible in S, to restart from
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -101,13 +104,12 @@ class PgChangeSource:
             async with conn.transaction():
                 await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 row = await (await conn.execute(_START)).fetchone()
-                top = await (await conn.execute(_HWM)).fetchone()
-        assert row is not None and top is not None
-        return Position(Snapshot.parse(row[0]), int(top[0])), str(row[2] or "notify")
+        assert row is not None
+        return Position(Snapshot.parse(row[0])), str(row[2] or "notify")
 
     async def read(self, since: Position, snapshot: Snapshot | None, after: int, limit: int) -> Page:
         params: dict[str, Any] = {
-            "hwm": since.hwm,
+            "xmax": str(since.snapshot.xmax),
             "xip": [str(x) for x in sorted(since.snapshot.xip)],
             "after": after,
             "limit": limit + 1,
@@ -125,13 +127,8 @@ class PgChangeSource:
                 mode = str(row[2] or "notify")
                 pruned = int(row[1]) if row[1] is not None else None
                 if pruned_past(since.snapshot, pruned):
-                    top = await (await conn.execute(_HWM)).fetchone()
-                    assert top is not None
-                    return Page(
-                        [], snap, False, mode,
-                        gap=f"changes up to xid {pruned} were pruned before this notifier read them",
-                        hwm=int(top[0]),
-                    )  # fmt: skip
+                    gap = f"changes up to xid {pruned} were pruned before this notifier read them"
+                    return Page([], snap, False, mode, gap=gap)
                 params["snap"] = str(snap)
                 rows = await (await conn.execute(_WINDOW, params)).fetchall()
         page = self._page(rows, snap, limit)

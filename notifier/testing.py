@@ -47,6 +47,7 @@ class InMemoryDatabase:
         self.next_id = 1
         self.running: set[int] = set()
         self.committed: set[int] = set()
+        self.latest_completed = 99
         self.rows: list[LogRow] = []
         self.pruned_xid: int | None = None
         self.mode = "notify"
@@ -67,14 +68,19 @@ class InMemoryDatabase:
     def commit(self, xid: int) -> None:
         self.running.remove(xid)
         self.committed.add(xid)
+        self.latest_completed = max(self.latest_completed, xid)
 
     def abort(self, xid: int) -> None:
         self.running.remove(xid)
         self.rows = [r for r in self.rows if r.xid != xid]
+        self.latest_completed = max(self.latest_completed, xid)
 
     def snapshot(self) -> Snapshot:
-        xmin = min(self.running, default=self.next_xid)
-        return Snapshot(xmin, self.next_xid, frozenset(self.running))
+        """As Postgres takes it: xmax is the latest completed xid + 1, not the next xid, so a
+        transaction running with a higher xid is neither in xip nor below xmax."""
+        xmax = self.latest_completed + 1
+        xip = frozenset(x for x in self.running if x < xmax)
+        return Snapshot(min(xip, default=xmax), xmax, xip)
 
     def prune(self, upto_id: int) -> None:
         """Remove rows up to an id (of finished transactions), as retention does."""
@@ -101,9 +107,7 @@ class InMemoryChangeSource:
         self._wakes.put_nowait(None)
 
     async def start(self) -> tuple[Position, str]:
-        snap = self.db.snapshot()
-        hwm = max((r.id for r in self.db.rows if self.db.visible(r, snap)), default=0)
-        return Position(snap, hwm), self.db.mode
+        return Position(self.db.snapshot()), self.db.mode
 
     async def read(self, since: Position, snapshot: Snapshot | None, after: int, limit: int) -> Page:
         if self.fail_next_read is not None:
@@ -112,9 +116,9 @@ class InMemoryChangeSource:
         self.reads += 1
         snap = snapshot or self.db.snapshot()
         if snapshot is None and pruned_past(since.snapshot, self.db.pruned_xid):
-            hwm = max((r.id for r in self.db.rows if self.db.visible(r, snap)), default=0)
-            return Page([], snap, False, self.db.mode, gap="pruned", hwm=hwm)
-        window = [r for r in self.db.rows if (r.id > since.hwm or r.xid in since.snapshot.xip) and r.id > after]
+            return Page([], snap, False, self.db.mode, gap="pruned")
+        p = since.snapshot
+        window = [r for r in self.db.rows if (r.xid in p.xip or r.xid >= p.xmax) and r.id > after]
         self.examined += len(window)
         rows = sorted((r for r in window if self.db.visible(r, snap)), key=lambda r: r.id)
         return Page([r.event() for r in rows[:limit]], snap, len(rows) > limit, self.db.mode)

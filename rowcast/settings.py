@@ -34,7 +34,9 @@ class Setting:
 # One table, also rendered into the README: name -> (environment variable, meaning).
 ENV: dict[str, Setting] = {
     "database_url": Setting("DATABASE_URL", "Postgres URL; unset (and no PG* vars): embedded Postgres"),
-    "data_dir": Setting("ROWCAST_DATA_DIR", "where the embedded Postgres keeps its data"),
+    "data_dir": Setting(
+        "ROWCAST_DATA_DIR", "where the embedded Postgres keeps its data (default: user data dir; /var/lib/rowcast as root)"
+    ),
     "host": Setting("ROWCAST_HOST", "interface to bind (default 127.0.0.1)"),
     "port": Setting("ROWCAST_PORT", "HTTP port (default 8080)"),
     "auth": Setting("ROWCAST_AUTH", "open | token (default: open for `up`, token otherwise)"),
@@ -95,10 +97,18 @@ ENV: dict[str, Setting] = {
 }
 
 
+def default_data_dir() -> Path:
+    """The user data dir; as root /var/lib/rowcast, which the embedded server's own system user can
+    reach without rowcast loosening the permissions of /root."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/rowcast")
+    return Path(platformdirs.user_data_dir("rowcast"))
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
-    data_dir: Path = dataclasses.field(default_factory=lambda: Path(platformdirs.user_data_dir("rowcast")))
+    data_dir: Path = dataclasses.field(default_factory=lambda: default_data_dir())
     host: str = "127.0.0.1"
     port: int = 8080
     auth: str = "token"

@@ -184,7 +184,7 @@ async def test_two_phase_commit_works_on_captured_tables_and_is_delivered(db_url
     if await _prepared_transactions(aconn) == 0:
         pytest.skip("this server has max_prepared_transactions = 0")
     async with notifier(db_url, poll_interval=0.2) as base, ws_connect(base) as client:
-        await client.subscribe()
+        subscribed = await client.subscribe()
         async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as writer:
             for gid, title in (("rc-commit", "prepared"), ("rc-abort", "never")):
                 await writer.execute("BEGIN")
@@ -198,6 +198,13 @@ async def test_two_phase_commit_works_on_captured_tables_and_is_delivered(db_url
         assert (await changes_of(client, 1, timeout=3.0))[0]["row"]["title"] == "prepared"
         with pytest.raises(TimeoutError):
             await client.until(lambda f: f["type"] == "change", timeout=0.6)
+    # And on resume from before the PREPARE: both committed changes, never the rolled-back one.
+    async with notifier(db_url) as base, ws_connect(base) as again:
+        await again.subscribe(cursor=subscribed["cursor"])
+        replayed = [c["row"]["title"] for c in await changes_of(again, 2)]
+        assert sorted(replayed) == ["meanwhile", "prepared"]
+        with pytest.raises(TimeoutError):
+            await again.until(lambda f: f["type"] == "change", timeout=0.5)
 
 
 async def test_without_the_opt_out_prepare_fails_as_postgres_documents(aconn: AConn, db_url: str) -> None:

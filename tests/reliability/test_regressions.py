@@ -125,7 +125,7 @@ async def test_listener_catch_up_sends_a_subscriber_nothing_its_cursor_already_s
     republishes everything since *its* last checkpoint, and a subscription that started from a
     newer cursor got those changes again. For a client that loaded a snapshot at that cursor
     (rows count as id 0), an older version of a row was applied over the snapshot's."""
-    app = create_app(settings_for(db_url, checkpoint_interval=3600))  # no markers: its checkpoint stays old
+    app = create_app(settings_for(db_url, poll_interval=60))  # reads on wake-ups only
     async with serve(app) as base:
         await wait_healthy(base)
         row = await (await aconn.execute("INSERT INTO books (title) VALUES ('v1') RETURNING id")).fetchone()
@@ -140,7 +140,7 @@ async def test_listener_catch_up_sends_a_subscriber_nothing_its_cursor_already_s
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE application_name = 'rowcast-listener' AND datname = current_database()"
             )
-            await wait_until(lambda: listener.reconnects > 0 and listener.ready.is_set())
+            await wait_until(lambda: listener.reconnects > 0 and listener.ready)
             await aconn.execute("INSERT INTO books (title) VALUES ('after')")
             await client.until(lambda f: f["type"] == "change" and f["row"]["title"] == "after")
         titles = [f["row"]["title"] for f in client.frames if f["type"] == "change"]
@@ -150,12 +150,11 @@ async def test_listener_catch_up_sends_a_subscriber_nothing_its_cursor_already_s
 async def test_a_checkpoint_older_than_a_subscriptions_cursor_is_not_sent_to_it(
     db_url: str, aconn: AConn
 ) -> None:
-    """A marker's snapshot is taken when it is sent and forwarded when the listener gets to it
-    (behind a backlog, or from another replica). Sent after a subscription that started from a
-    newer cursor, it moved the client's resume point back: the next resume replayed changes its
-    snapshot already had, applied over the snapshot's rows (id 0) as if they were newer."""
-    # Only the markers we send, each forwarded at once (no per-client throttle to merge them).
-    app = create_app(settings_for(db_url, checkpoint_interval=3600, client_checkpoint_interval=0))
+    """A window read that began before a subscription's replay checkpoints a snapshot older than
+    the replay's. Sent, it moved the client's resume point back: the next resume replayed changes
+    its snapshot already had, applied over the snapshot's rows (id 0) as if they were newer."""
+    # Only the checkpoints we hand the hub, each forwarded at once (no per-client throttle).
+    app = create_app(settings_for(db_url, poll_interval=60, client_checkpoint_interval=0))
     async with serve(app) as base:
         await wait_healthy(base)
         old = await (await aconn.execute("SELECT pg_current_snapshot()::text")).fetchone()
@@ -166,10 +165,8 @@ async def test_a_checkpoint_older_than_a_subscriptions_cursor_is_not_sent_to_it(
             await client.subscribe(cursor=snapshot[0])
             hub = app[NOTIFIER].hub  # its replay is over: checkpoints are no longer held back
             await wait_until(lambda: hub.sessions and not any(s.replaying for s in hub.sessions))
-            for cursor in (old[0], snapshot[0]):  # a delayed marker, then a current one
-                await aconn.execute(
-                    "SELECT pg_notify('rowcast', json_build_object('checkpoint', %s::text)::text)", (cursor,)
-                )
+            for cursor in (old[0], snapshot[0]):  # a late window's checkpoint, then a current one
+                hub.checkpoint(cursor)
             checkpoint = await client.until(lambda f: f["type"] == "checkpoint")
     assert checkpoint["cursor"] == snapshot[0]
 

@@ -27,7 +27,7 @@ def raw_event(id: int, row: str, *, op: str = "insert", old: str = "null") -> st
 
 
 def from_log(id: int, row: str, **kw: Any) -> Event:
-    """As notifier/replay.py builds it: routing columns, the key's text, the whole event's text."""
+    """As the log readers build it: routing columns, the key's text, the whole event's text, `at`."""
     return Event.from_log_row(
         (
             id,
@@ -37,6 +37,7 @@ def from_log(id: int, row: str, **kw: Any) -> Event:
             kw.get("op", "insert"),
             f'{{"id": {id}}}',
             raw_event(id, row, **kw),
+            '"2026-12-03T10:00:00+00:00"',
         )
     )
 

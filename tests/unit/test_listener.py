@@ -73,6 +73,28 @@ async def test_transactions_committing_out_of_id_order_are_each_delivered_once(
     assert hub.ids == [second, first]
 
 
+async def test_a_transaction_running_above_the_snapshots_xmax_is_not_missed(
+    db: InMemoryDatabase, source: InMemoryChangeSource
+) -> None:
+    """Regression (found by test_resume): with `id > hwm OR xid = ANY(xip)` this change was lost.
+
+    A snapshot's xmax is the latest completed xid + 1: `late` is already running above it, so it is
+    in neither xip nor below xmax, and its change took an id between two of `early`'s.
+    """
+    hub = Recorder()
+    listener = await started(source, hub)
+    early, late = db.begin(), db.begin()
+    first = db.write(early, "books", 1)
+    lost_before = db.write(late, "books", 2)
+    last = db.write(early, "books", 1)
+    db.commit(early)
+    await listener.read_once()  # sees early (ids first, last); late runs above this xmax
+    assert hub.ids == [first, last]
+    db.commit(late)
+    await listener.read_once()
+    assert hub.ids == [first, last, lost_before]
+
+
 async def test_each_checkpoint_covers_exactly_what_was_published_before_it(
     db: InMemoryDatabase, source: InMemoryChangeSource
 ) -> None:
