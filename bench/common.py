@@ -149,6 +149,7 @@ def database(extra_conf: str = "") -> Iterator[Database]:
     from db import migrate
 
     tmp = Path(tempfile.mkdtemp(prefix="rowcast-bench-"))
+    tmp.chmod(0o755)  # as root the server runs as its own user, which must reach its data dir
     server = EmbeddedPostgres(tmp / "pg")
     try:
         server.start()

@@ -37,7 +37,7 @@ CREATE UNIQUE INDEX captured_relid_idx ON rowcast.captured (relid);
 -- The log records which table (by identity) a change belongs to.
 ALTER TABLE rowcast.changes ADD COLUMN relid oid;
 
--- Settings only the owner may change (DESIGN: never a session setting).
+-- Settings only the owner may change (never a session setting).
 CREATE TABLE rowcast.config (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     wake_mode text NOT NULL DEFAULT 'notify' CHECK (wake_mode IN ('notify', 'coalesced'))
@@ -113,7 +113,7 @@ BEGIN
            -- notifier's timer still reads every change.
            AND pg_notification_queue_usage() < 0.5 THEN
             IF (SELECT f.wake_mode FROM rowcast.config f) = 'coalesced' THEN
-                -- Ring only when this transaction claims the armed doorbell (DESIGN section 7).
+                -- Ring only when this transaction claims the armed doorbell (docs/DESIGN.md).
                 UPDATE rowcast.doorbell SET armed = false
                  WHERE id = (SELECT d.id FROM rowcast.doorbell d WHERE d.armed FOR UPDATE SKIP LOCKED);
                 IF FOUND THEN

@@ -91,7 +91,7 @@ class Collector:
 
 @pytest.fixture(params=["notify", "coalesced"])
 def wake_mode(request: pytest.FixtureRequest, db_url: str) -> str:
-    """Every test here runs in both wake-up modes (DESIGN.md section 7)."""
+    """Every test here runs in both wake-up modes (README: Wake-up modes)."""
     mode: str = request.param
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("SELECT rowcast.set_wake_mode(%s)", (mode,))

@@ -152,7 +152,7 @@ class Scenario:
     # -- set-up ----------------------------------------------------------------------------------
 
     async def prepare_database(self) -> None:
-        """Create and capture t; pick the wake-up mode (DESIGN.md section 7) if the schema has both."""
+        """Create and capture t; pick the wake-up mode (README: Wake-up modes) if the schema has both."""
         async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
             exists = await (await conn.execute("SELECT to_regclass('public.t')")).fetchone()
             if exists is None or exists[0] is None:

@@ -1,6 +1,6 @@
 """A transaction held open throughout: nothing lost, live latency unaffected, resume windows grow.
 
-DESIGN.md section 3: "A long-running transaction anywhere holds X back: resume windows grow (more
+docs/DESIGN.md: "A long-running transaction anywhere holds X back: resume windows grow (more
 duplicates to skip) but nothing is lost and live latency is unaffected." Measured here in two
 phases, without and with such a transaction, each with a steady writer, a live probe subscriber
 and a subscriber that keeps dropping its connection and resuming from its last checkpoint.

@@ -21,7 +21,7 @@ Profiles:
   killed), RSS and open file descriptors of every notifier sampled every 5 s; replica 0's must
   be flat after warm-up. The default run excludes it with `-m "not soak"` in addopts.
 
-The wake-up mode (DESIGN.md section 7, notify or coalesced) is picked by the seed. A failing run
+The wake-up mode (README: Wake-up modes, notify or coalesced) is picked by the seed. A failing run
 prints its seed; `ROWCAST_SEED=<seed> pytest tests/reliability/...` replays the same plan (views,
 tokens, workload, faults and their schedule); the interleaving with real servers stays real.
 """

@@ -268,7 +268,7 @@ class Writer:
 class LongTransaction:
     """One transaction held open for the whole run, with a captured write made at its start.
 
-    It holds every snapshot's xmin back (DESIGN.md section 3): resume windows grow, and its own
+    It holds every snapshot's xmin back (docs/DESIGN.md): resume windows grow, and its own
     change, committed at the very end with the oldest xid of the run, must still reach everyone.
     A Postgres restart kills it; it is then begun again.
     """
