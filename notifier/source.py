@@ -49,7 +49,12 @@ _REARM = (
     "UPDATE rowcast.doorbell SET armed = true "
     "WHERE id = (SELECT id FROM rowcast.doorbell WHERE NOT armed FOR UPDATE SKIP LOCKED)"
 )
-_DOORBELL = "INSERT INTO rowcast.doorbell VALUES (1, true) ON CONFLICT (id) DO NOTHING"
+# The doorbell row is gone after a crash (unlogged). Insert it only when missing: a plain ON CONFLICT
+# would wait for a writer (a long transaction, say) that holds the row claimed.
+_DOORBELL = (
+    "INSERT INTO rowcast.doorbell SELECT 1, true WHERE NOT EXISTS (SELECT FROM rowcast.doorbell) "
+    "ON CONFLICT (id) DO NOTHING"
+)
 
 
 @dataclass(frozen=True)

@@ -300,7 +300,7 @@ async def test_a_stuck_listener_never_makes_writers_fail(aconn: AConn, small_que
     async with (
         await psycopg.AsyncConnection.connect(url, autocommit=True) as stuck,
         await psycopg.AsyncConnection.connect(url, autocommit=True) as writer,
-        notifier(url, poll_interval=0.1) as base,
+        notifier(url, poll_interval=0.1, queue_messages=100_000, queue_bytes=64 << 20) as base,
         ws_connect(base) as client,
     ):
         await stuck.execute("LISTEN rowcast")
