@@ -112,6 +112,7 @@ class Profile:
     never_kill: tuple[int, ...] = (0,)  # this replica's memory series spans the whole run
     wake_mode: str | None = None  # None: the seed picks notify or coalesced (when the schema has both)
     writers_may_fail: bool = True  # False: any writer error but a deadlock is a finding
+    first_fault: str | None = None  # this kind comes first, whatever the seed draws after it
 
 
 SHORT = Profile("short", duration=14.0, writers=3, python_clients=3, raw_clients=3, late_joiners=2)
@@ -127,6 +128,7 @@ PAUSE = Profile(
     fault_interval=(1.0, 2.5),
     faults={"pause": 4.0, "listener": 1.0, **LIGHT_FAULTS},
     writers_may_fail=False,
+    first_fault="pause",
 )
 SOAK = Profile(
     "soak",
@@ -508,6 +510,8 @@ class Scenario:
             if self.stop.is_set():
                 return
             kind = rng.choices(list(kinds), weights=list(kinds.values()))[0]
+            if self.p.first_fault is not None and not self.fault_log:
+                kind = self.p.first_fault
             self.fault_log.append(kind)
             if kind == "listener":
                 target = rng.choice([*self.replicas, None])
