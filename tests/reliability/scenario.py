@@ -566,7 +566,9 @@ class Scenario:
             await asyncio.sleep(rng.uniform(2.0, 5.0))
             with contextlib.suppress(psycopg.Error):
                 self.queue_samples.append(await queue_usage(self.url))
-            await flood
+            flood.cancel()  # the flood lasts as long as the pause
+            with contextlib.suppress(asyncio.CancelledError):
+                await flood
         finally:
             os.kill(victim.proc.pid, signal.SIGCONT)
         await victim.healthy(60)

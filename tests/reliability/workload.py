@@ -357,7 +357,8 @@ class LongTransaction:
         try:
             await self.conn.commit()
             self.ledger.committed[self.xid] = 1
-        except psycopg.OperationalError:
+        except psycopg.OperationalError as exc:
+            self.ledger.error(exc)  # e.g. "too many notifications in the NOTIFY queue" at COMMIT
             self.ledger.unknown.add(self.xid)
         finally:
             await self.conn.close()
