@@ -438,11 +438,16 @@ DEEP_DOC = "[" * 1200 + '"deep"' + "]" * 1200  # a valid jsonb, 1,200 levels of 
 WIDE_NUMERIC = "9" * 200 + "." + "1234567890" * 19 + "7"  # 400 digits (numeric keeps them all)
 
 
-async def odd_rows(url: str, rng: random.Random, ledger: Ledger) -> None:
-    """Pathological rows in t at negative keys (no other writer touches them): one transaction."""
-    key = -rng.randint(1, 40)
+async def odd_rows(url: str, rng: random.Random, ledger: Ledger, count: int = 3) -> None:
+    """Pathological rows in t at negative keys (no other writer touches them): `count` transactions,
+    the first of which inserts (a deep or a wide row), the others insert, update or delete."""
+    for i in range(count):
+        await _odd_row(url, rng, ledger, rng.random() * (0.7 if i == 0 else 1.0))
+
+
+async def _odd_row(url: str, rng: random.Random, ledger: Ledger, choice: float) -> None:
+    key = -rng.randint(1, 12)
     owner, n, tag = rng.choice(OWNERS), rng.randint(0, 99), rng.choice(("a1", "ab", "b2", "c"))
-    choice = rng.random()
     if choice < 0.35:
         kind, sql, args = (
             "deep",
