@@ -434,9 +434,25 @@ class Scenario:
             out["queue_usage"] = 0.0
         except TimeoutError:
             usage = await queue_usage(self.url)
-            findings.add("pg_notification_queue_usage() did not return to 0", str(usage))
+            findings.add(
+                "pg_notification_queue_usage() did not return to 0",
+                f"{usage}; LISTEN backends: {await self._listen_backends()}",
+            )
             out["queue_usage"] = usage
         return out
+
+    async def _listen_backends(self) -> list[tuple[Any, ...]]:
+        """Each LISTEN backend: which replica holds it, its state and what it waits on (ClientWrite:
+        the notifier is not reading its socket)."""
+        owner = {port: r.index for r in self.replicas if r.alive for port in r.pg_ports(self.pg_port)}
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            rows = await (
+                await conn.execute(
+                    "SELECT client_port, state, wait_event_type, wait_event, backend_start::text, "
+                    "left(query, 60) FROM pg_stat_activity WHERE application_name = 'rowcast-listener'"
+                )
+            ).fetchall()
+        return [(f"replica {owner.get(r[0], '?')}", *r) for r in rows]
 
     async def _wait_async(self, predicate: Callable[[], Awaitable[bool]], timeout: float) -> None:
         async with asyncio.timeout(timeout):
