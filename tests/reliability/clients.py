@@ -3,6 +3,13 @@
 Both record what they receive into a `Feed` per subscription: every frame (the raw client, before
 its own per-row rule) or every change the library let through (the Python client), the cursors
 they resumed from, and the table they materialise. The oracle judges the feeds afterwards.
+
+An undecodable change (jsonb nested deeper than rowcast parses, model.DEEP) reaches a subscriber
+as a notice without row data: the Python client yields it as a Change with error
+"undecodable_change" (with its key when the server sent the frame, without when the server could
+not filter it), the raw client gets an error frame of that code. Both record it as a notice; a
+real application would reload that row, so the feed marks the row UNKNOWN (or, without a key,
+the oracle excuses that change's keys in the materialised table).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from typing import Any
 import aiohttp
 
 from rowcast.client import Change, RowRule, subscribe
-from tests.reliability.model import ROLLBACK_MARK, TABLES, Snap, View, canon, digest, key_of
+from tests.reliability.model import ROLLBACK_MARK, TABLES, UNKNOWN, Snap, View, canon, digest, key_of, loads
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +41,7 @@ class Received:
     old: int
     old_columns: tuple[str, ...] | None
     connection: int
+    error: str | None = None  # "undecodable_change": a notice, no row data
 
 
 @dataclass
@@ -53,6 +61,8 @@ class Feed:
     dropped: int = 0  # duplicates the per-row rule dropped (replays, resumes)
     resumes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    notices: set[int] = field(default_factory=set)  # undecodable changes this feed was told of
+    repeated_notices: int = 0  # key-less notices told again after a resume (the client cannot key them)
 
     @property
     def start_snapshot(self) -> Snap | None:
@@ -125,6 +135,44 @@ class Feed:
                 self.last[old_key] = change_id
                 self.rows.pop(old_key, None)
 
+    def take_notice(self, change_id: int, op: str, pk: dict[str, Any] | None, connection: int) -> None:
+        """An undecodable change: its id, op and maybe its key, no row. The app would reload it."""
+        self.received.append(
+            Received(
+                change_id,
+                op,
+                None,
+                canon(pk),
+                digest(None),
+                digest(None),
+                None,
+                connection,
+                "undecodable_change",
+            )
+        )
+        self.notices.add(change_id)
+        if pk is None:  # the server could not even say which row: nothing to order by
+            if change_id in self.admitted_set:
+                self.repeated_notices += 1
+                return
+            self.admitted.append(change_id)
+            self.admitted_set.add(change_id)
+            return
+        key = key_of(self.view.table, pk)
+        if change_id <= self.last.get(key, 0):
+            self.problems.append(
+                f"change {change_id} of {key} came after change {self.last[key]} of that row"
+            )
+        if change_id in self.admitted_set:
+            self.problems.append(f"change {change_id} delivered twice after the client's per-row rule")
+        self.last[key] = change_id
+        self.admitted.append(change_id)
+        self.admitted_set.add(change_id)
+        if op == "delete":
+            self.rows.pop(key, None)
+        else:
+            self.rows[key] = UNKNOWN
+
     def take_raw(self, frame: dict[str, Any], connection: int) -> None:
         self.record(frame, connection)
         if self.admit(frame):
@@ -133,6 +181,11 @@ class Feed:
             self.dropped += 1
 
     def take_python(self, change: Change, connection: int) -> None:
+        if change.error is not None:
+            if change.error != "undecodable_change":
+                self.problems.append(f"change {change.id} came with error {change.error!r}")
+            self.take_notice(change.id, change.op, change.pk, connection)
+            return
         frame = {
             "id": change.id, "op": change.op, "moved": change.moved, "pk": change.pk,
             "row": change.row, "old": change.old,
@@ -306,7 +359,7 @@ class RawClient(Subscriber):
 
     def _handle(self, text: str, live: set[str]) -> bool:
         """Apply one server frame; False to drop the connection and reconnect."""
-        frame = json.loads(text)
+        frame = loads(text)
         kind = frame.get("type")
         if kind == "change":
             self.by_ref[frame["ref"]].take_raw(frame, self.connections)
@@ -320,6 +373,10 @@ class RawClient(Subscriber):
             if feed.start is None:
                 feed.start = frame["cursor"]
             feed.cursor = frame["cursor"]
+        elif (
+            kind == "error" and frame.get("code") == "undecodable_change" and frame.get("ref") in self.by_ref
+        ):
+            self.by_ref[frame["ref"]].take_notice(int(frame["id"]), str(frame["op"]), None, self.connections)
         elif kind == "error" and frame.get("code") == "unavailable":
             return False  # the database is restarting: reconnect and resume
         elif kind in ("error", "resync_required"):

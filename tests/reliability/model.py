@@ -2,6 +2,12 @@
 
 The notifier decides visibility with notifier/filters.py and notifier/hub.py; the oracle decides
 it again here, from the change log's row and old images, so a bug there cannot hide itself.
+
+Rows are compared exactly: JSON is parsed with non-integer numbers as `Decimal` (a 400-digit
+numeric survives), and nesting deeper than Python's default recursion limit is parsed too (the
+scenario raises the limit for its run). A change whose images nest deeper than DEEP levels (the
+documented limit of rowcast.jsonexact) is *undecodable*: the Python client yields it as a notice
+with no row, and filtered subscribers get an `undecodable_change` error frame instead of it.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 # The captured tables the workload writes: name -> primary-key columns.
@@ -22,8 +29,35 @@ T_DDL = (
 )
 
 
+DEEP = 512  # images nesting deeper than this cannot be decoded by rowcast (rowcast.jsonexact.MAX_DEPTH)
+UNKNOWN = -1  # a materialised row the client must reload: it got an undecodable notice for it
+ODD_COLUMNS = ("ALTER TABLE t ADD COLUMN IF NOT EXISTS doc jsonb, ADD COLUMN IF NOT EXISTS big numeric",)
+
+
+def _exact(obj: Any) -> Any:
+    if isinstance(obj, Decimal):
+        return {"$numeric": str(obj)}  # the digits as Postgres wrote them, never a float
+    raise TypeError(f"not JSON: {type(obj).__name__}")
+
+
+def loads(text: str | bytes) -> Any:
+    """JSON with exact numbers (the test's own parser, not rowcast.jsonexact)."""
+    return json.loads(text, parse_float=Decimal)
+
+
 def canon(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_exact)
+
+
+def nesting(obj: Any) -> int:
+    """How deep arrays and objects nest in a parsed JSON value (iterative: rows can nest 1,200 deep)."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, level)
+            stack.extend((v, level + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return deepest
 
 
 def digest(obj: Any) -> int:
@@ -127,6 +161,7 @@ class LogChange:
     row_digest: int
     old_digest: int
     old_key: dict[str, Any] | None  # the key the row had before the change
+    undecodable: bool = False  # an image nests deeper than DEEP: rowcast may only say it exists
 
     @classmethod
     def from_log(cls, r: tuple[Any, ...]) -> LogChange:
@@ -150,6 +185,7 @@ class LogChange:
             digest(row),
             digest(old),
             old_key,
+            max(nesting(row), nesting(old)) > DEEP,
         )
 
     @property
@@ -160,4 +196,4 @@ class LogChange:
 def _trim(image: dict[str, Any] | None) -> dict[str, Any] | None:
     if image is None:
         return None
-    return {k: v for k, v in image.items() if k != "payload" and k != "title" and k != "name"}
+    return {k: v for k, v in image.items() if k not in ("payload", "title", "name", "doc", "big")}

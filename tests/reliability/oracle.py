@@ -4,7 +4,12 @@ For every feed: each frame it received is a committed change (in the log), insid
 and scope, not from before its starting cursor, in the right shape (`moved` in/out, no other
 user's data); after the per-row rule every visible change was applied exactly once (mode "all":
 no gap), in per-row commit order; and the table it materialised equals the table in Postgres
-restricted to its view. The writers' ledger is checked against the log too.
+restricted to its view. The writers' ledger is checked against the log too (including two-phase
+transactions: the ledger records whether each prepared one was committed or rolled back).
+
+Undecodable changes (model.DEEP): a notice without row data is accepted only for a change whose
+images really nest too deep; it counts as applied, and the keys it names are excused from the
+materialised-table comparison (the application would reload them).
 """
 
 from __future__ import annotations
@@ -15,9 +20,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg.types.json import set_json_loads
 
 from tests.reliability.clients import Feed, Received
-from tests.reliability.model import ROLLBACK_MARK, TABLES, LogChange, Snap, View, canon, digest, key_of
+from tests.reliability.model import (
+    ROLLBACK_MARK,
+    TABLES,
+    LogChange,
+    Snap,
+    View,
+    canon,
+    digest,
+    key_of,
+    loads,
+)
 from tests.reliability.workload import Ledger
 
 
@@ -30,6 +46,13 @@ class Truth:
     )  # key -> (row, digest)
     xids: list[int] = field(default_factory=list)  # every change's xid, sorted
     marked: int = 0  # log rows carrying a rolled-back write's mark
+    tags: dict[int, str] = field(default_factory=dict)  # xid -> the fault that wrote it (reports)
+
+    def describe(self, change_id: int) -> str:
+        c = self.changes.get(change_id)
+        if c is None:
+            return str(change_id)
+        return f"{change_id} (xid {c.xid}{', ' + self.tags[c.xid] if c.xid in self.tags else ''})"
 
     def expected(self, feed: Feed) -> list[int]:
         start = feed.start_snapshot
@@ -57,6 +80,7 @@ class Truth:
 async def read_truth(url: str) -> Truth:
     truth = Truth()
     async with await psycopg.AsyncConnection.connect(url) as conn:
+        set_json_loads(loads, conn)
         async with conn.cursor(name="oracle") as cur:
             await cur.execute(
                 'SELECT id, xid::text, table_name, op, pk, "row", old FROM rowcast.changes '
@@ -80,11 +104,29 @@ async def read_truth(url: str) -> Truth:
     return truth
 
 
+def excused(feed: Feed, truth: Truth) -> set[str]:
+    """Keys the feed was told it must reload (undecodable notices): not compared."""
+    keys: set[str] = set()
+    for change_id in feed.notices:
+        c = truth.changes.get(change_id)
+        if c is not None and c.undecodable:
+            keys |= {key_of(c.table, c.pk), key_of(c.table, c.old_key)}
+    return keys
+
+
+def compared_rows(feed: Feed, truth: Truth) -> tuple[dict[str, int], dict[str, int]]:
+    """(what the feed materialised, what Postgres has in its view), minus the excused keys."""
+    skip = excused(feed, truth)
+    want = {k: d for k, d in truth.final_rows(feed.view).items() if k not in skip}
+    return {k: d for k, d in feed.rows.items() if k not in skip}, want
+
+
 def caught_up(feed: Feed, truth: Truth) -> bool:
     """Has this feed everything it must eventually have? (Polled while clients drain.)"""
     if feed.view.mode == "all" and not feed.admitted_set.issuperset(truth.expected(feed)):
         return False
-    return feed.rows == truth.final_rows(feed.view)
+    got, want = compared_rows(feed, truth)
+    return got == want
 
 
 class Findings:
@@ -146,6 +188,17 @@ def check_feed(feed: Feed, truth: Truth, findings: Findings) -> None:
         if c is None or c.table != feed.view.table:
             findings.add("frame not in the change log (rolled back or invented)", f"{who}: change {r.id}")
             continue
+        if r.error is not None:  # a notice: no row, sent whatever the filter (it cannot be applied)
+            if not c.undecodable:
+                findings.add("undecodable notice for a change that decodes", f"{who}: change {r.id} {c.op}")
+            elif r.pk != canon(None) and (r.pk, r.op) != (canon(c.pk), c.op):
+                findings.add("undecodable notice names the wrong row", f"{who}: change {r.id}: {r.pk} {r.op}")
+            if start.visible(c.xid):
+                findings.add(
+                    "frame the starting cursor had already seen",
+                    f"{who}: change {r.id} xid {c.xid} start {feed.start}",
+                )
+            continue
         variant = feed.view.variant(c)
         if variant is None:
             findings.add(
@@ -164,16 +217,17 @@ def check_feed(feed: Feed, truth: Truth, findings: Findings) -> None:
         missing = sorted(set(truth.expected(feed)) - feed.admitted_set)
         if missing:
             findings.add(
-                "gap: visible changes never applied", f"{who}: {len(missing)} missing, e.g. {missing[:10]}"
+                "gap: visible changes never applied",
+                f"{who}: {len(missing)} missing, e.g. {[truth.describe(i) for i in missing[:10]]}",
             )
-    want = truth.final_rows(feed.view)
-    if feed.rows != want:
-        extra = sorted(set(feed.rows) - set(want))[:5]
-        absent = sorted(set(want) - set(feed.rows))[:5]
-        stale = sorted(k for k in set(want) & set(feed.rows) if want[k] != feed.rows[k])[:5]
+    got, want = compared_rows(feed, truth)
+    if got != want:
+        extra = sorted(set(got) - set(want))[:5]
+        absent = sorted(set(want) - set(got))[:5]
+        stale = sorted(k for k in set(want) & set(got) if want[k] != got[k])[:5]
         findings.add(
             "materialised table differs from Postgres",
-            f"{who}: extra {extra} missing {absent} stale {stale} ({len(feed.rows)} vs {len(want)} rows)",
+            f"{who}: extra {extra} missing {absent} stale {stale} ({len(got)} vs {len(want)} rows)",
         )
 
 

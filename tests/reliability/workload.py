@@ -5,6 +5,20 @@ the number of row changes the writer counted; `rolled_back` ones (explicit rollb
 a connection killed before COMMIT) must leave nothing anywhere; `unknown` ones lost their
 connection during COMMIT, so the log alone says what happened. Rolled-back writes (whole
 transactions and savepoints) store ROLLBACK_MARK in their values, so a leak shows up in any frame.
+
+Besides the steady writers, the fault schedule (scenario.py) adds:
+
+- hostile writers: a Writer whose session first sets `rowcast.wake = off`, `rowcast.rang = 'y'`
+  (the trigger's once-per-transaction flag: the doorbell never rings), `rowcast.wake_mode =
+  'coalesced'` and a weird search_path with a temp table named `changes` in front; their changes
+  are ledgered like any other and must all arrive (by the notifier's timer, if not rung);
+- two-phase transactions (TwoPhase): BEGIN; SET LOCAL rowcast.wake = off; writes; PREPARE
+  TRANSACTION, then COMMIT PREPARED or ROLLBACK PREPARED from another session a random short
+  time later. The fate is drawn first, so the ones to roll back write ROLLBACK_MARK values; the
+  ledger records the outcome (a connection lost around PREPARE is settled from pg_prepared_xacts);
+- pathological rows (odd_rows): at negative keys of t, which no other writer touches, a jsonb
+  nested 1,200 deep (undecodable for rowcast: see model.DEEP) and a 400-digit numeric, inserted,
+  updated and deleted.
 """
 
 from __future__ import annotations
@@ -37,7 +51,14 @@ class Ledger:
     key_moves: int = 0
     truncates: int = 0
     bursts: int = 0
+    hostile: int = 0  # transactions committed by writers with hostile session settings
+    prepared: dict[str, int] = field(default_factory=dict)  # committed / rolled back / lost (2PC)
+    odd: dict[str, int] = field(default_factory=dict)  # pathological rows written, by kind
+    tags: dict[int, str] = field(default_factory=dict)  # xid -> which fault wrote it (for reports)
     errors: dict[str, int] = field(default_factory=dict)
+
+    def count(self, table: dict[str, int], key: str) -> None:
+        table[key] = table.get(key, 0) + 1
 
     def error(self, exc: BaseException) -> None:
         name = type(exc).__name__
@@ -59,15 +80,31 @@ class WriterProfile:
     long_pause: float = 0.02  # chance of a 0.1-0.3 s pause inside a transaction
 
 
+HOSTILE_SETTINGS = (
+    "SET rowcast.wake = off",
+    "SET rowcast.rang = 'y'",
+    "SET rowcast.wake_mode = 'coalesced'",
+    'CREATE TEMP TABLE IF NOT EXISTS changes (id bigint, xid xid8, "row" jsonb)',
+    'SET search_path = pg_temp, "Ro wcast", rowcast, public',
+)
+
+
 class Writer:
     def __init__(
-        self, index: int, url: str, rng: random.Random, ledger: Ledger, profile: WriterProfile
+        self,
+        index: int,
+        url: str,
+        rng: random.Random,
+        ledger: Ledger,
+        profile: WriterProfile,
+        settings: tuple[str, ...] = (),
     ) -> None:
         self.index = index
         self.url = url
         self.rng = rng
         self.ledger = ledger
         self.profile = profile
+        self.settings = settings  # run on each new session before writing (hostile writers)
         self.serial = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -82,6 +119,14 @@ class Writer:
                 await asyncio.sleep(0.1)
                 continue
             try:
+                if self.settings:
+                    try:
+                        for statement in self.settings:
+                            await conn.execute(statement)  # type: ignore[arg-type]
+                        await conn.commit()
+                    except psycopg.OperationalError as exc:
+                        self.ledger.error(exc)
+                        continue
                 while not stop.is_set() and not conn.broken:
                     await self.transaction(conn)
                     await asyncio.sleep(self.rng.uniform(*self.profile.think))
@@ -109,6 +154,9 @@ class Writer:
             committing = True
             await conn.commit()
             self.ledger.committed[xid] = counted
+            if self.settings:
+                self.ledger.hostile += 1
+                self.ledger.tags[xid] = "hostile writer"
         except _Rollback:
             await conn.rollback()
             if xid is not None:
@@ -309,7 +357,134 @@ class LongTransaction:
         try:
             await self.conn.commit()
             self.ledger.committed[self.xid] = 1
-        except psycopg.OperationalError:
+        except psycopg.OperationalError as exc:
+            self.ledger.error(exc)  # e.g. "too many notifications in the NOTIFY queue" at COMMIT
             self.ledger.unknown.add(self.xid)
         finally:
             await self.conn.close()
+
+
+class TwoPhase:
+    """One prepared transaction: writes with the wake-up off, PREPARE, then commit or roll back later."""
+
+    def __init__(self, writer: Writer, gid: str) -> None:
+        self.writer = writer
+        self.gid = gid
+
+    async def run(self, delay: float, commit: bool) -> None:
+        w, ledger = self.writer, self.writer.ledger
+        xid: int | None = None
+        counted = 0
+        prepared = False
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                w.url, autocommit=True, application_name="two-phase"
+            ) as conn:
+                await conn.execute("BEGIN")
+                await conn.execute("SET LOCAL rowcast.wake = off")
+                row = await (await conn.execute("SELECT pg_current_xact_id()::text")).fetchone()
+                assert row is not None
+                xid = int(row[0])
+                for _ in range(w.rng.randint(1, w.profile.max_ops)):
+                    counted += await w._op(conn, mark="" if commit else ROLLBACK_MARK)
+                await conn.execute(f"PREPARE TRANSACTION '{self.gid}'")  # type: ignore[arg-type]
+                prepared = True
+        except psycopg.Error as exc:
+            ledger.error(exc)
+            if xid is None:
+                return
+            if not prepared and not await self._pending():
+                ledger.rolled_back.add(xid)  # died before PREPARE (or PREPARE failed): gone
+                ledger.count(ledger.prepared, "failed before prepare")
+                return
+        assert xid is not None
+        await asyncio.sleep(delay)
+        verb = "COMMIT" if commit else "ROLLBACK"
+        for _ in range(100):  # Postgres may be restarting; a prepared transaction survives that
+            try:
+                async with await psycopg.AsyncConnection.connect(w.url, autocommit=True) as conn:
+                    await conn.execute(f"{verb} PREPARED '{self.gid}'")  # type: ignore[arg-type]
+                break
+            except psycopg.errors.UndefinedObject:
+                break  # an earlier attempt did it and lost its connection before saying so
+            except psycopg.OperationalError as exc:
+                ledger.error(exc)
+                await asyncio.sleep(0.2)
+        else:
+            raise AssertionError(f"could not {verb} PREPARED {self.gid}")
+        ledger.tags[xid] = f"two-phase {self.gid}"
+        if commit:
+            ledger.committed[xid] = counted
+        else:
+            ledger.rolled_back.add(xid)
+        ledger.count(ledger.prepared, "committed" if commit else "rolled back")
+
+    async def _pending(self) -> bool:
+        for _ in range(100):
+            try:
+                async with await psycopg.AsyncConnection.connect(self.writer.url, autocommit=True) as conn:
+                    row = await (
+                        await conn.execute(
+                            "SELECT count(*) FROM pg_prepared_xacts WHERE gid = %s", (self.gid,)
+                        )
+                    ).fetchone()
+                return bool(row and row[0])
+            except psycopg.OperationalError:
+                await asyncio.sleep(0.2)
+        raise AssertionError(f"could not look up prepared transaction {self.gid}")
+
+
+DEEP_DOC = "[" * 1200 + '"deep"' + "]" * 1200  # a valid jsonb, 1,200 levels of arrays
+WIDE_NUMERIC = "9" * 200 + "." + "1234567890" * 19 + "7"  # 400 digits (numeric keeps them all)
+
+
+async def odd_rows(url: str, rng: random.Random, ledger: Ledger, count: int = 3) -> None:
+    """Pathological rows in t at negative keys (no other writer touches them): `count` transactions,
+    the first of which inserts (a deep or a wide row), the others insert, update or delete."""
+    for i in range(count):
+        await _odd_row(url, rng, ledger, rng.random() * (0.7 if i == 0 else 1.0))
+
+
+async def _odd_row(url: str, rng: random.Random, ledger: Ledger, choice: float) -> None:
+    key = -rng.randint(1, 12)
+    owner, n, tag = rng.choice(OWNERS), rng.randint(0, 99), rng.choice(("a1", "ab", "b2", "c"))
+    if choice < 0.35:
+        kind, sql, args = (
+            "deep",
+            "INSERT INTO t (id, owner, n, tag, doc) VALUES (%s, %s, %s, %s, %s::jsonb) "
+            "ON CONFLICT (id) DO UPDATE SET owner = EXCLUDED.owner, n = EXCLUDED.n, tag = EXCLUDED.tag, doc = EXCLUDED.doc",
+            (key, owner, n, tag, DEEP_DOC),
+        )
+    elif choice < 0.7:
+        digits = WIDE_NUMERIC if rng.random() < 0.5 else "-" + "8" * 400
+        kind, sql, args = (
+            "numeric",
+            "INSERT INTO t (id, owner, n, tag, big, doc) VALUES (%s, %s, %s, %s, %s::numeric, NULL) "
+            "ON CONFLICT (id) DO UPDATE SET owner = EXCLUDED.owner, n = EXCLUDED.n, big = EXCLUDED.big, doc = NULL",
+            (key, owner, n, tag, digits),
+        )
+    elif choice < 0.85:
+        kind, sql, args = "update", "UPDATE t SET n = %s, owner = %s WHERE id = %s", (n, owner, key)
+    else:
+        kind, sql, args = "delete", "DELETE FROM t WHERE id = %s", (key,)
+    xid: int | None = None
+    try:
+        async with await psycopg.AsyncConnection.connect(url, application_name="odd-rows") as conn:
+            row = await (await conn.execute("SELECT pg_current_xact_id()::text")).fetchone()
+            assert row is not None
+            xid = int(row[0])
+            cur = await conn.execute(sql, args)  # type: ignore[arg-type]
+            counted = max(cur.rowcount, 0)
+            try:
+                await conn.commit()
+            except psycopg.OperationalError:
+                ledger.unknown.add(xid)
+                raise
+            ledger.committed[xid] = counted
+            ledger.tags[xid] = f"odd rows ({kind})"
+            if counted:
+                ledger.count(ledger.odd, kind)
+    except psycopg.Error as exc:
+        ledger.error(exc)
+        if xid is not None and xid not in ledger.unknown:
+            ledger.rolled_back.add(xid)
