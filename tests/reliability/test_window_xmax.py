@@ -1,11 +1,10 @@
 """Found by the reliability suite (short profiles, e.g. ROWCAST_SEED=101 and 202): gaps in mode-all feeds.
 
-The listener's window read (notifier/source.py `_WINDOW`) takes the changes `id > hwm OR xid =
-ANY(xip(P))`. A snapshot's xip only lists running transactions below its xmax (the latest
-completed xid + 1); a transaction with a higher xid that was already running at P, and whose
-change got a lower id than a change P sees, is in neither set, so its change is never published
-live. Replay (`xid >= xmin AND NOT visible in cursor`) does not have the hole. Marked xfail until
-notifier/source.py is fixed (the reliability suite is not to change notifier code).
+The listener's window read used to take the changes `id > hwm OR xid = ANY(xip(P))`. A snapshot's
+xip only lists running transactions below its xmax (the latest completed xid + 1); a transaction
+with a higher xid that was already running at P, and whose change got a lower id than a change P
+sees, is in neither set, so its change was never published live. The read is now
+`xid = ANY(xip(P)) OR xid >= xmax(P)` (notifier/source.py).
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import asyncio
 from typing import Any
 
 import psycopg
-import pytest
 
 from notifier.app import create_app
 from tests.servers import serve, settings_for, wait_healthy, ws_connect
@@ -22,7 +20,6 @@ from tests.servers import serve, settings_for, wait_healthy, ws_connect
 AConn = psycopg.AsyncConnection[tuple[Any, ...]]
 
 
-@pytest.mark.xfail(strict=True, reason="window read misses running xids >= the previous snapshot's xmax")
 async def test_change_of_a_younger_running_transaction_with_an_older_id_is_delivered(db_url: str) -> None:
     async with (
         serve(create_app(settings_for(db_url))) as base,
