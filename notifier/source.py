@@ -41,6 +41,18 @@ _WINDOW = (
     "WHERE (xid = ANY(%(xip)s::text[]::xid8[]) OR xid >= %(xmax)s::text::xid8) AND id > %(after)s "
     "AND pg_visible_in_snapshot(xid, %(snap)s::pg_snapshot) ORDER BY id LIMIT %(limit)s"
 )
+# The first page in ONE statement (one round trip): in an autocommit statement the snapshot
+# pg_current_snapshot() returns is the one the statement reads with, so S and the rows visible in
+# it come together; the LEFT JOIN yields S even when the window is empty.
+_FIRST = (
+    "WITH s AS (SELECT pg_current_snapshot()::text AS snap, "
+    "(SELECT pruned_xid::text FROM rowcast.prune_state) AS pruned, "
+    "(SELECT wake_mode FROM rowcast.config) AS mode) "
+    "SELECT s.snap, s.pruned, s.mode, c.* FROM s LEFT JOIN LATERAL ("
+    f"SELECT {LOG_COLUMNS} FROM rowcast.changes "
+    "WHERE (xid = ANY(%(xip)s::text[]::xid8[]) OR xid >= %(xmax)s::text::xid8) "
+    "ORDER BY id LIMIT %(limit)s) c ON true"
+)
 _START = (
     "SELECT pg_current_snapshot()::text, (SELECT pruned_xid::text FROM rowcast.prune_state), "
     "(SELECT wake_mode FROM rowcast.config)"
@@ -124,19 +136,14 @@ class PgChangeSource:
                 params["snap"] = str(snapshot)
                 rows = await (await conn.execute(_WINDOW, params)).fetchall()
                 return self._page(rows, snapshot, limit)
-            async with conn.transaction():
-                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                row = await (await conn.execute(_START)).fetchone()
-                assert row is not None
-                snap = Snapshot.parse(row[0])
-                mode = str(row[2] or "notify")
-                pruned = int(row[1]) if row[1] is not None else None
-                if pruned_past(since.snapshot, pruned):
-                    gap = f"changes up to xid {pruned} were pruned before this notifier read them"
-                    return Page([], snap, False, mode, gap=gap)
-                params["snap"] = str(snap)
-                rows = await (await conn.execute(_WINDOW, params)).fetchall()
-        page = self._page(rows, snap, limit)
+            rows = await (await conn.execute(_FIRST, params)).fetchall()
+        snap = Snapshot.parse(rows[0][0])
+        mode = str(rows[0][2] or "notify")
+        pruned = int(rows[0][1]) if rows[0][1] is not None else None
+        if pruned_past(since.snapshot, pruned):
+            gap = f"changes up to xid {pruned} were pruned before this notifier read them"
+            return Page([], snap, False, mode, gap=gap)
+        page = self._page([r[3:] for r in rows if r[3] is not None], snap, limit)
         page.mode = mode
         return page
 

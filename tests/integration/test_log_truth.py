@@ -300,7 +300,8 @@ async def test_a_stuck_listener_never_makes_writers_fail(aconn: AConn, small_que
     async with (
         await psycopg.AsyncConnection.connect(url, autocommit=True) as stuck,
         await psycopg.AsyncConnection.connect(url, autocommit=True) as writer,
-        notifier(url, poll_interval=0.1, queue_messages=100_000, queue_bytes=64 << 20) as base,
+        # The client reads only once the writing is done: room in its queue, and no ping timeout.
+        notifier(url, poll_interval=0.1, queue_messages=100_000, queue_bytes=64 << 20, heartbeat=300) as base,
         ws_connect(base) as client,
     ):
         await stuck.execute("LISTEN rowcast")
