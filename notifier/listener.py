@@ -68,7 +68,6 @@ class Listener:
         self.problems: dict[str, str] = {"wakeups": "starting", "reader": "starting"}
         self.fatal: Exception | None = None
         self.reconnects = 0
-        self.last_read = 0.0  # monotonic time of the last successful read
         self._wake = asyncio.Event()
         # Set once the reader has a position. A subscription's snapshot must not be older: a
         # change committed between the two would be neither replayed nor read by a window.
@@ -93,9 +92,6 @@ class Listener:
         if problems:
             out["problems"] = problems
         return out
-
-    def wake(self) -> None:
-        self._wake.set()
 
     # -- supervision ---------------------------------------------------------------------------
 
@@ -220,7 +216,6 @@ class Listener:
     def _succeeded(self) -> None:
         self.reading = True
         self.problems.pop("reader", None)
-        self.last_read = time.monotonic()
         if self.on_read is not None:
             self.on_read()
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from psycopg import AsyncConnection
@@ -85,7 +85,6 @@ class Page:
     more: bool  # another page of the same window follows
     mode: str = "notify"  # the database's wake-up mode, as of the first page
     gap: str | None = None  # the log lost changes P had not seen (retention): resync
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ChangeSource(Protocol):
