@@ -4,6 +4,7 @@ tests/integration/test_log_truth.py and test_resume.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -48,6 +49,18 @@ def db() -> InMemoryDatabase:
 @pytest.fixture
 def source(db: InMemoryDatabase) -> InMemoryChangeSource:
     return InMemoryChangeSource(db)
+
+
+@contextlib.asynccontextmanager
+async def running(listener: Listener) -> AsyncIterator[None]:
+    """The listener's loops as a task, ready (LISTENing and positioned) inside the block."""
+    task = asyncio.create_task(listener.run())
+    try:
+        await wait_for(lambda: listener.ready)
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def started(source: InMemoryChangeSource, hub: Recorder, **kwargs: Any) -> Listener:
@@ -153,16 +166,11 @@ async def test_a_change_whose_wake_up_never_came_arrives_by_the_timer(
 ) -> None:
     hub = Recorder()
     listener = Listener(source, hub, poll_interval=0.05)  # type: ignore[arg-type]
-    task = asyncio.create_task(listener.run())
-    try:
-        await wait_for(lambda: listener.ready)
+    async with running(listener):
         tx = db.begin()
         change = db.write(tx, "books", 1)
         db.commit(tx)  # and nobody rings
         await wait_for(lambda: hub.ids == [change], timeout=1.0)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_forged_wake_ups_cost_rate_bounded_reads_and_add_nothing(
@@ -170,9 +178,7 @@ async def test_forged_wake_ups_cost_rate_bounded_reads_and_add_nothing(
 ) -> None:
     hub = Recorder()
     listener = Listener(source, hub, poll_interval=10.0, min_gap=0.01)  # type: ignore[arg-type]
-    task = asyncio.create_task(listener.run())
-    try:
-        await wait_for(lambda: listener.ready)
+    async with running(listener):
         reads = source.reads
         for _ in range(5000):
             source.ring()
@@ -184,9 +190,6 @@ async def test_forged_wake_ups_cost_rate_bounded_reads_and_add_nothing(
         db.commit(tx)
         source.ring()
         await wait_for(lambda: len(hub.events) == 1)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_a_failing_read_is_reported_restarted_and_loses_nothing(
@@ -195,9 +198,7 @@ async def test_a_failing_read_is_reported_restarted_and_loses_nothing(
     hub = Recorder()
     failures: list[str] = []
     listener = Listener(source, hub, poll_interval=0.02, on_failure=failures.append)  # type: ignore[arg-type]
-    task = asyncio.create_task(listener.run())
-    try:
-        await wait_for(lambda: listener.ready)
+    async with running(listener):
         tx = db.begin()
         change = db.write(tx, "books", 1)
         db.commit(tx)
@@ -206,9 +207,6 @@ async def test_a_failing_read_is_reported_restarted_and_loses_nothing(
         assert listener.status()["reading"] is False or hub.ids == [change]
         await wait_for(lambda: hub.ids == [change] and listener.ready)
         assert "reader" not in listener.status().get("problems", {})  # type: ignore[operator]
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_a_change_fan_out_cannot_handle_does_not_stop_the_stream(
