@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg
 
+from rowcast import names
 from rowcast.errors import CaptureError
 
 
@@ -24,8 +25,12 @@ class TableStatus:
 
 def _call(conn: psycopg.Connection[tuple[Any, ...]], function: str, table: str) -> str:
     try:
+        key = names.qualify(table)  # Postgres's rules, and a clear refusal of `a.b.c`
+    except names.BadName as exc:
+        raise CaptureError(str(exc)) from None
+    try:
         with conn.transaction():
-            row = conn.execute(f"SELECT rowcast.{function}(%s::regclass)", (table,)).fetchone()
+            row = conn.execute(f"SELECT rowcast.{function}(%s::regclass)", (key,)).fetchone()
     except psycopg.errors.UndefinedTable:
         raise CaptureError(f"no such table: {table}") from None
     except psycopg.errors.InvalidSchemaName:
@@ -56,8 +61,10 @@ def status(conn: psycopg.Connection[tuple[Any, ...]], table: str | None = None) 
     found = [TableStatus(*map(str, row)) for row in rows]
     if table is None:
         return found
-    schema, _, name = table.rpartition(".")
-    schema = schema or "public"
+    try:
+        schema, name = names.parse(table)
+    except names.BadName as exc:
+        raise CaptureError(str(exc)) from None
     matching = [s for s in found if (s.schema, s.table) == (schema, name)]
     return matching or [TableStatus(schema, name, "not_captured", "capture was never enabled")]
 

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Any
 from urllib.parse import urlsplit
 
-import psycopg
 from aiohttp import web
 
-from notifier.service import Notifier, ProtocolError
-from rowcast.auth import OPEN, AuthError, Principal, bearer, decode_token, qualify
+from rowcast.auth import OPEN, AuthError, Principal, bearer, decode_token
 from rowcast.hosts import request_host
 from rowcast.settings import Settings
 
@@ -121,27 +118,3 @@ def admit(request: web.Request, settings: Settings, limiter: ConnectionLimiter) 
     if not limiter.acquire(principal):
         return json_error(429, "too_many_connections", f"at most {limiter.limit} connections per subject")
     return principal
-
-
-async def check_scopes(notifier: Notifier, principal: Principal, table: Any, ref: Any) -> None:
-    """ProtocolError "forbidden" if a scope names an unknown (uncaptured) table, or a column
-    `table` does not have.
-
-    A scope that names nothing real must refuse, never widen into "every row": an unknown table
-    refuses every subscription (which table did it mean?), an unknown column its own table.
-    """
-    ref = ref if isinstance(ref, str) else None
-    for scoped, scope in principal.scopes.items():
-        try:
-            info = await notifier.catalog.get(scoped)
-        except psycopg.Error as exc:
-            raise ProtocolError(
-                "unavailable", f"the database is unavailable: {exc.__class__.__name__}", ref
-            ) from None
-        if info is None:
-            raise ProtocolError("forbidden", f"your token's scope names an unknown table: {scoped}", ref)
-        unknown = sorted(set(scope) - set(info.columns))
-        if unknown and isinstance(table, str) and qualify(table) == scoped:
-            raise ProtocolError(
-                "forbidden", f"your token's scope names an unknown column: {scoped}.{unknown[0]}", ref
-            )

@@ -8,6 +8,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from rowcast import names
 from rowcast.auth import qualify
 
 _QUERY = """
@@ -30,7 +31,7 @@ class TableInfo:
 
     @property
     def qualified(self) -> str:
-        return f"{self.schema}.{self.name}"
+        return names.canonical(self.schema, self.name)
 
 
 class Catalog:
@@ -57,7 +58,7 @@ class Catalog:
             rows = await (await conn.execute(_QUERY)).fetchall()
         tables: dict[str, TableInfo] = {}
         for schema, name, pk, column, category in rows:
-            key = f"{schema}.{name}"
+            key = names.canonical(schema, name)
             if key not in tables:
                 tables[key] = TableInfo(schema, name, tuple(pk), {})
             tables[key].columns[column] = category

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rowcast import jsonexact
+from rowcast import jsonexact, names
 
 # What a replay selects: the routing fields, the key, and the whole event as JSON text.
 # json_build_object (text), not jsonb_build_object, and the key as text: measured about 1.5x
@@ -148,7 +148,7 @@ class Event:
 
     @property
     def qualified(self) -> str:
-        return f"{self.schema}.{self.table}"
+        return names.canonical(self.schema, self.table)
 
     @property
     def row_key(self) -> str:

@@ -17,6 +17,7 @@ from notifier.metrics import Metrics
 from notifier.outbox import Outbox
 from notifier.replay import CursorExpired, Pool, current_snapshot, replay
 from notifier.snapshot import BadCursor, Snapshot
+from rowcast import names
 from rowcast.auth import Principal
 from rowcast.settings import Settings
 
@@ -94,9 +95,7 @@ class Notifier:
         ref = frame.get("ref")
         if not isinstance(ref, str) or not 0 < len(ref) <= 64:
             raise ProtocolError("bad_frame", "ref must be a string of 1 to 64 characters")
-        table = frame.get("table")
-        if not isinstance(table, str) or not 0 < len(table) <= 128:
-            raise ProtocolError("bad_frame", "table must be a table name", ref)
+        key = self._table_key(frame, ref)
         if ref in session.subscriptions:
             raise ProtocolError(
                 "duplicate_ref", f"a subscription with ref {ref!r} exists on this connection", ref
@@ -107,16 +106,12 @@ class Notifier:
                 f"at most {self.settings.max_subscriptions} subscriptions per connection",
                 ref,
             )
-        if not session.principal.can_read(table):
-            raise ProtocolError("forbidden", f"your token does not allow reading {table}", ref)
-        try:
-            info = await self.catalog.get(table)
-        except psycopg.Error as exc:
-            raise ProtocolError(
-                "unavailable", f"the database is unavailable: {exc.__class__.__name__}", ref
-            ) from None
+        await self._check_scopes(session.principal, key, ref)
+        if not session.principal.can_read(key):
+            raise ProtocolError("forbidden", f"your token does not allow reading {key}", ref)
+        info = await self._table(key, ref)
         if info is None:
-            raise ProtocolError("unknown_table", f"unknown table: {table} (not captured)", ref)
+            raise ProtocolError("unknown_table", f"unknown table: {key} (not captured)", ref)
         try:
             flt = Filter.compile(frame.get("where"), info.columns)
         except FilterError as exc:
@@ -139,6 +134,48 @@ class Notifier:
             except BadCursor as exc:
                 raise ProtocolError("bad_cursor", str(exc), ref) from None
         return Spec(ref, info, flt, tuple(columns) if columns else None, snap, mode)
+
+    @staticmethod
+    def _table_key(frame: dict[str, Any], ref: str) -> str:
+        """The canonical name of the table a frame asks for: `schema` and `table` as two exact
+        fields, or `table` alone as a dotted name read by Postgres's rules (rowcast.names)."""
+        table, schema = frame.get("table"), frame.get("schema")
+        if not isinstance(table, str) or not 0 < len(table) <= 300:
+            raise ProtocolError("bad_frame", "table must be a table name", ref)
+        if schema is not None and (not isinstance(schema, str) or not 0 < len(schema) <= 300):
+            raise ProtocolError("bad_frame", "schema must be a schema name", ref)
+        try:
+            if schema is not None:
+                return names.canonical(*names.exact(schema, table))
+            return names.qualify(table)
+        except names.BadName as exc:
+            raise ProtocolError("bad_table", str(exc), ref) from None
+
+    async def _table(self, key: str, ref: str | None) -> TableInfo | None:
+        try:
+            return await self.catalog.get(key)
+        except psycopg.Error as exc:
+            raise ProtocolError(
+                "unavailable", f"the database is unavailable: {exc.__class__.__name__}", ref
+            ) from None
+
+    async def _check_scopes(self, principal: Principal, key: str, ref: str | None) -> None:
+        """ "forbidden" if a scope names an unknown (uncaptured) table, or a column the
+        subscribed table does not have.
+
+        A scope that names nothing real must refuse, never widen into "every row": an unknown
+        table refuses every subscription (which table did it mean?), an unknown column its own
+        table. Runs before anything else looks at the subscription.
+        """
+        for scoped, scope in principal.scopes.items():
+            info = await self._table(scoped, ref)
+            if info is None:
+                raise ProtocolError("forbidden", f"your token's scope names an unknown table: {scoped}", ref)
+            unknown = sorted(set(scope) - set(info.columns))
+            if unknown and key == scoped:
+                raise ProtocolError(
+                    "forbidden", f"your token's scope names an unknown column: {scoped}.{unknown[0]}", ref
+                )
 
     def begin(self, session: Session, spec: Spec) -> Subscription:
         """Register for live events (buffered until the replay is done); no await, so no race."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from notifier.access import admit, check_scopes
+from notifier.access import admit
 from notifier.outbox import Frame
 from notifier.service import Notifier, ProtocolError, run_writer
 from notifier.state import ACCESS, NOTIFIER, STREAMS
@@ -18,6 +18,8 @@ from rowcast import jsoninput
 def subscription_frame(query: Any, cursor: str | None) -> dict[str, Any]:
     """A subscribe frame from query parameters (shared with long-poll)."""
     frame: dict[str, Any] = {"ref": query.get("ref", "sse"), "table": query.get("table")}
+    if query.get("schema") is not None:
+        frame["schema"] = query["schema"]
     if query.get("where"):
         try:
             frame["where"] = jsoninput.parse(query["where"], exact=True)  # operands compare exactly
@@ -60,7 +62,6 @@ async def sse(request: web.Request) -> web.StreamResponse:
     try:
         cursor = request.headers.get("Last-Event-ID") or request.query.get("cursor")
         try:
-            await check_scopes(notifier, principal, request.query.get("table"), None)
             spec = await notifier.parse(session, subscription_frame(request.query, cursor))
         except ProtocolError as exc:
             status = 403 if exc.code == "forbidden" else 400

@@ -15,6 +15,7 @@ from typing import Any
 
 import jwt
 
+from rowcast import names
 from rowcast.errors import RowcastError
 
 ALGORITHM = "HS256"
@@ -34,8 +35,11 @@ class Forbidden(RowcastError):
 
 
 def qualify(table: str) -> str:
-    """'books' -> 'public.books'; 'audit.log' stays as it is."""
-    return table if "." in table else f"public.{table}"
+    """A table name as written ('books', 'audit.log', 'co."x.y"') -> its canonical key.
+
+    Parsed with Postgres's identifier rules (rowcast.names); BadName (400) if it does not parse.
+    """
+    return names.qualify(table)
 
 
 @dataclass(frozen=True)
@@ -88,10 +92,10 @@ def same_value(actual: Any, wanted: Any) -> bool:
 
 # -- the grant: one schema for the API, the notifier and `rowcast token` ---------------------------
 
-# Tables and columns as rowcast names them: lower-case ASCII identifiers, `schema.table` or `table`.
-# Anything else (`Books`, a Cyrillic look-alike) can only be a mistake or an attack.
+# Columns as grants name them: lower-case ASCII identifiers. Tables: `schema.table` or `table`
+# with unquoted parts in lower-case ASCII, or double-quoted (rowcast.names, strict). Anything else
+# (`Books`, a Cyrillic look-alike) can only be a mistake or an attack.
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-_TABLE = re.compile(rf"{_NAME.pattern}(?:\.{_NAME.pattern})?")
 GRANT_KEYS = frozenset({"read", "write", "scopes", "metrics"})
 ALL_TABLES = "*"
 ScopeValue = str | int | bool | None
@@ -102,9 +106,12 @@ class BadGrant(AuthError):
 
 
 def _table_name(value: Any) -> str:
-    if not isinstance(value, str) or not _TABLE.fullmatch(value):
+    if not isinstance(value, str) or len(value) > 300:
         raise BadGrant(f"token grant names an invalid table: {str(value)[:80]!r}")
-    return qualify(value)
+    try:
+        return names.qualify(value, strict=True)
+    except names.BadName as exc:
+        raise BadGrant(f"token grant names an invalid table: {exc}") from None
 
 
 def _table_list(grant: Mapping[str, Any], key: str) -> frozenset[str] | None:
@@ -115,6 +122,12 @@ def _table_list(grant: Mapping[str, Any], key: str) -> frozenset[str] | None:
     if not isinstance(value, list) or len(value) > 1000:
         raise BadGrant(f'token grant {key!r} must be "*" or a list of tables')
     return frozenset(_table_name(t) for t in value)
+
+
+def _column_name(table: str, column: Any) -> str:
+    if not isinstance(column, str) or not _NAME.fullmatch(column):
+        raise BadGrant(f"token scope on {table} names an invalid column: {str(column)[:80]!r}")
+    return column
 
 
 def _scope_value(value: Any) -> ScopeValue:
@@ -136,8 +149,7 @@ def _scopes(value: Any) -> dict[str, dict[str, ScopeValue]]:
         if not isinstance(columns, dict) or not columns:
             raise BadGrant(f"token scope on {name} must be a non-empty object of {{column: value}}")
         for column in columns:
-            if not isinstance(column, str) or not _NAME.fullmatch(column):
-                raise BadGrant(f"token scope on {name} names an invalid column: {str(column)[:80]!r}")
+            _column_name(name, column)
         scopes[name] = {column: _scope_value(v) for column, v in columns.items()}
     return scopes
 
@@ -183,9 +195,15 @@ def parse_scope(text: str) -> tuple[str, str, ScopeValue]:
     """
     target, sep, raw = text.partition("=")
     typed = target.endswith(":")
-    table, dot, column = target.removesuffix(":").strip().rpartition(".")
-    if not sep or not dot or not column:
-        raise RowcastError(f"scope must look like TABLE.COLUMN=TEXT or TABLE.COLUMN:=JSON, not {text!r}")
+    usage = f"scope must look like TABLE.COLUMN=TEXT or TABLE.COLUMN:=JSON, not {text!r}"
+    try:
+        parts = names.split(target.removesuffix(":").strip(), strict=True) if sep else []
+    except names.BadName as exc:
+        raise RowcastError(f"scope {text!r} names an invalid table: {exc}") from None
+    if not 2 <= len(parts) <= 3:
+        raise RowcastError(usage)
+    *table_parts, column = parts
+    table = names.canonical(*(names.DEFAULT_SCHEMA, *table_parts)[-2:])
     value: Any = raw
     if typed:
         try:
@@ -195,7 +213,7 @@ def parse_scope(text: str) -> tuple[str, str, ScopeValue]:
                 f"scope {text!r}: after ':=' comes a JSON value (42, true, null, \"text\")"
             ) from None
     try:
-        return _table_name(table), column, _scope_value(value)
+        return table, _column_name(table, column), _scope_value(value)
     except BadGrant as exc:
         raise RowcastError(f"scope {text!r}: {exc}") from None
 
@@ -218,11 +236,11 @@ def issue_token(
     for text in scopes:
         table, column, value = parse_scope(text)
         scope_claim.setdefault(table, {})[column] = value
-    grant: dict[str, Any] = {"read": _tables(read), "write": _tables(write), "scopes": scope_claim}
-    if metrics:
-        grant["metrics"] = True
-    claims = {"sub": sub, "aud": audience, "iat": issued, "exp": issued + int(ttl), CLAIM: grant}
     try:
+        grant: dict[str, Any] = {"read": _tables(read), "write": _tables(write), "scopes": scope_claim}
+        if metrics:
+            grant["metrics"] = True
+        claims = {"sub": sub, "aud": audience, "iat": issued, "exp": issued + int(ttl), CLAIM: grant}
         principal_from_claims(claims)
     except BadGrant as exc:
         raise RowcastError(str(exc)) from None
@@ -230,7 +248,7 @@ def issue_token(
 
 
 def _tables(values: Iterable[str] | None) -> str | list[str]:
-    return ALL_TABLES if values is None else sorted({qualify(v) for v in values})
+    return ALL_TABLES if values is None else sorted({_table_name(v) for v in values})
 
 
 def decode_token(token: str, secret: str, audience: str = "rowcast") -> Principal:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rowcast import __version__
+from rowcast import __version__, names
 from rowcast.errors import RowcastError
 from rowcast.settings import Settings, from_env, parse_duration
 
@@ -114,7 +114,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
         tables = args.tables or [None]
         statuses = [s for t in tables for s in capture.status(conn, t)]
         for s in statuses:
-            print(f"{s.schema}.{s.table}\t{s.status}\t{s.detail}")
+            print(f"{names.canonical(s.schema, s.table)}\t{s.status}\t{s.detail}")
         if args.action == "verify":
             bad = [s for s in statuses if not s.ok]
             if bad:

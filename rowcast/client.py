@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from rowcast import jsonexact
+from rowcast import jsonexact, names
 
 log = logging.getLogger("rowcast.client")
 
@@ -112,7 +112,7 @@ class RowRule:
     truncated: dict[str, int] = field(default_factory=dict)
 
     def admit(self, change: Change) -> bool:
-        table = f"{change.schema}.{change.table}"
+        table = names.canonical(change.schema, change.table)
         if change.id < self.truncated.get(table, 0):
             return False
         if change.error is not None and change.pk is None:
@@ -145,6 +145,7 @@ async def subscribe(
     url: str,
     table: str,
     *,
+    schema: str | None = None,
     where: dict[str, Any] | None = None,
     columns: list[str] | None = None,
     cursor: str | None = None,
@@ -158,6 +159,9 @@ async def subscribe(
 ) -> AsyncIterator[Change]:
     """Yield every change of `table` (matching `where`) from `cursor` (or from now), forever.
 
+    `table` is a name as Postgres reads it (`books`, `audit.log`, `co."x.y"`); with `schema`
+    given, `schema` and `table` are taken exactly as written, as two fields.
+
     `on_status(state, cursor)` hears "live", "reconnecting" and each new cursor ("checkpoint").
     """
     rule = rule or RowRule()
@@ -170,6 +174,8 @@ async def subscribe(
             try:
                 async with http.ws_connect(ws_url(url), headers=headers, heartbeat=30) as ws:
                     frame: dict[str, Any] = {"type": "subscribe", "ref": "c", "table": table, "mode": mode}
+                    if schema is not None:
+                        frame["schema"] = schema
                     if where is not None:
                         frame["where"] = where
                     if columns is not None:

@@ -35,7 +35,8 @@ class Setting:
 ENV: dict[str, Setting] = {
     "database_url": Setting("DATABASE_URL", "Postgres URL; unset (and no PG* vars): embedded Postgres"),
     "data_dir": Setting(
-        "ROWCAST_DATA_DIR", "where the embedded Postgres keeps its data (default: user data dir; /var/lib/rowcast as root)"
+        "ROWCAST_DATA_DIR",
+        "where the embedded Postgres keeps its data (default: user data dir; /var/lib/rowcast as root)",
     ),
     "host": Setting("ROWCAST_HOST", "interface to bind (default 127.0.0.1)"),
     "port": Setting("ROWCAST_PORT", "HTTP port (default 8080)"),

@@ -34,14 +34,64 @@ export function canonicalJson(value) {
   return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(value[k])}`).join(",")}}`;
 }
 
-/** 'books' -> 'public.books'; 'audit.log' stays as it is. */
-export function qualify(table) {
-  return table.includes(".") ? table : `public.${table}`;
+/**
+ * The parts of a dotted name read as Postgres reads it: unquoted parts fold to lower case and end
+ * at a dot; "double quoted" parts are exact ("" is a quote). Throws on a malformed name.
+ */
+export function splitName(text) {
+  const parts = [];
+  let i = 0;
+  for (;;) {
+    let part;
+    if (text[i] === '"') {
+      part = "";
+      let j = i + 1;
+      for (;;) {
+        const k = text.indexOf('"', j);
+        if (k < 0) throw new TypeError(`unterminated quoted identifier in ${text}`);
+        part += text.slice(j, k);
+        if (text[k + 1] === '"') {
+          part += '"';
+          j = k + 2;
+          continue;
+        }
+        i = k + 1;
+        break;
+      }
+    } else {
+      let k = text.indexOf(".", i);
+      if (k < 0) k = text.length;
+      part = text.slice(i, k).toLowerCase();
+      if (part.includes('"')) throw new TypeError(`a quote inside an unquoted identifier in ${text}`);
+      i = k;
+    }
+    if (!part) throw new TypeError(`empty identifier in ${text}`);
+    parts.push(part);
+    if (i === text.length) return parts;
+    if (text[i] !== ".") throw new TypeError(`unexpected ${text[i]} after a quoted identifier in ${text}`);
+    i += 1;
+  }
 }
 
-/** The qualified table a change event belongs to. */
+const PLAIN = /^[a-z_][a-z0-9_$]*$/;
+const ident = (part) => (PLAIN.test(part) ? part : `"${part.replaceAll('"', '""')}"`);
+
+/** The one string key of a table (same as the server's): public.books, co."x.y", "co.x".y. */
+export function canonicalTable(schema, table) {
+  return `${ident(schema)}.${ident(table)}`;
+}
+
+/** A table name as written ('books', 'audit.log', 'co."x.y"') -> its canonical key. */
+export function qualify(table) {
+  const parts = splitName(table);
+  if (parts.length === 1) return canonicalTable("public", parts[0]);
+  if (parts.length === 2) return canonicalTable(parts[0], parts[1]);
+  throw new TypeError(`ambiguous table name ${table}: write schema.table, quoting a part with a dot`);
+}
+
+/** The canonical table a change event belongs to (events carry schema and table as two fields). */
 export function eventTable(event) {
-  return `${event.schema ?? "public"}.${event.table}`;
+  return canonicalTable(event.schema ?? "public", event.table);
 }
 
 /** Client rule 1: a row's identity is its table plus the canonical JSON of its primary key. */
@@ -101,8 +151,9 @@ export function apiUrl(base, resource, id, query) {
 }
 
 /** The `subscribe` frame for a subscription spec, resuming from `cursor` when there is one. */
-export function subscribeFrame(ref, { table, where, columns, mode }, cursor) {
+export function subscribeFrame(ref, { schema, table, where, columns, mode }, cursor) {
   const frame = { type: "subscribe", ref, table };
+  if (schema) frame.schema = schema;
   if (where && Object.keys(where).length) frame.where = where;
   if (columns && columns.length) frame.columns = [...columns];
   if (mode) frame.mode = mode;

@@ -32,6 +32,8 @@ export {
   parseJson,
   pkOf,
   qualify,
+  canonicalTable,
+  splitName,
   rowKey,
   sseUrl,
   statusAfterFailure,

@@ -7,6 +7,9 @@ import {
   chooseTransport,
   closeAction,
   eventTable,
+  canonicalTable,
+  splitName,
+  qualify,
   parseFrame,
   rowKey,
   SeenIds,
@@ -30,6 +33,20 @@ describe("row keys", () => {
     assert.equal(rowKey("books", { id: 1 }), rowKey("public.books", { id: 1 }));
     assert.notEqual(rowKey("books", { id: 1 }), rowKey("audit.books", { id: 1 }));
     assert.equal(eventTable({ schema: "audit", table: "log" }), "audit.log");
+  });
+
+  test("dotted names are read by Postgres's rules; a dot inside quotes is part of the name", () => {
+    assert.deepEqual(splitName('co."x.y"'), ["co", "x.y"]);
+    assert.deepEqual(splitName('"co.x".y'), ["co.x", "y"]);
+    assert.deepEqual(splitName('Co.Books'), ["co", "books"]);
+    assert.deepEqual(splitName('"a""b"'), ['a"b']);
+    assert.notEqual(qualify('co."x.y"'), qualify('"co.x".y'));
+    assert.equal(qualify('co."x.y"'), canonicalTable("co", "x.y"));
+    assert.equal(eventTable({ schema: "co.x", table: "y" }), '"co.x".y');
+    assert.equal(qualify(qualify('"co.x".y')), '"co.x".y');
+    assert.throws(() => qualify("a.b.c"), /ambiguous/);
+    assert.throws(() => splitName('"open'), /unterminated/);
+    assert.throws(() => splitName("a..b"), /empty/);
   });
 
   test("undefined members are left out like JSON.stringify does", () => {
@@ -73,6 +90,12 @@ describe("URLs", () => {
 describe("frames", () => {
   test("subscribe frames carry only what is set", () => {
     assert.deepEqual(subscribeFrame("s1", { table: "books" }, null), { type: "subscribe", ref: "s1", table: "books" });
+    assert.deepEqual(subscribeFrame("s3", { schema: "co.x", table: "y" }, null), {
+      type: "subscribe",
+      ref: "s3",
+      table: "y",
+      schema: "co.x",
+    });
     assert.deepEqual(subscribeFrame("s2", { table: "books", where: { id: { gt: 1 } }, columns: ["id"], mode: "latest" }, "c"), {
       type: "subscribe",
       ref: "s2",
