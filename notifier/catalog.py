@@ -8,6 +8,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from notifier.schema import TableChange
 from rowcast import names
 from rowcast.auth import qualify
 
@@ -52,6 +53,17 @@ class Catalog:
 
     def cached(self, table: str) -> TableInfo | None:
         return self._tables.get(qualify(table))
+
+    def apply(self, change: TableChange) -> None:
+        """A DDL the log recorded (notifier/schema.py): the catalog follows without a reload."""
+        tables = dict(self._tables)
+        if change.old_key is not None:
+            tables.pop(change.old_key, None)
+        if change.dropped:
+            tables.pop(change.key, None)
+        else:
+            tables[change.key] = TableInfo(change.schema, change.table, change.pk, dict(change.columns))
+        self._tables = tables
 
     async def reload(self) -> None:
         async with self._pool.connection() as conn:

@@ -29,6 +29,12 @@ LOG_COLUMNS = (
 
 _UNPARSED: Any = object()
 
+# Log rows the DDL event trigger writes (db/sql/capture_v4.sql): not row changes but news about
+# the table itself. `row` holds {"columns": [{"name", "type", "category"}…], "pk": […],
+# "renamed_from": {"schema", "table"} | null}; schema_name/table_name are the names after the DDL.
+SCHEMA, DROP = "schema", "drop"
+SCHEMA_OPS = frozenset({SCHEMA, DROP})
+
 
 class UndecodableChange(ValueError):
     """The change's row images cannot be parsed (e.g. jsonb nested deeper than jsonexact.MAX_DEPTH)."""

@@ -121,7 +121,13 @@ def _predicate(column: str, category: str, op: str, value: Any) -> Predicate:
 @dataclass(frozen=True)
 class Filter:
     predicates: tuple[Predicate, ...] = ()
-    columns: tuple[str, ...] = ()  # the columns it reads, for documentation and metrics
+    columns: tuple[str, ...] = ()  # the columns it reads
+    categories: tuple[str, ...] = ()  # their type categories when compiled (a DDL may change them)
+
+    @property
+    def depends_on(self) -> dict[str, str]:
+        """column -> the type category the predicates were compiled for."""
+        return dict(zip(self.columns, self.categories, strict=False))
 
     def matches(self, row: Mapping[str, Any] | None) -> bool:
         if row is None:
@@ -149,4 +155,4 @@ class Filter:
                 predicates.append(_predicate(column, columns[column], op, value))
         if len(predicates) > MAX_CONDITIONS:
             raise FilterError("bad_frame", f"at most {MAX_CONDITIONS} conditions")
-        return cls(tuple(predicates), tuple(where))
+        return cls(tuple(predicates), tuple(where), tuple(columns[c] for c in where))

@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from notifier.events import Event
+from notifier.events import DROP, SCHEMA_OPS, Event
 from notifier.filters import Filter
 from notifier.outbox import Frame, Outbox
+from notifier.schema import TableChange, problem
 from notifier.snapshot import Snapshot
 from rowcast import jsonexact
 from rowcast.auth import Principal
@@ -25,6 +26,8 @@ log = logging.getLogger("rowcast.notifier.hub")
 REPLAYING, LIVE = "replaying", "live"
 # The view a subscriber would get needs the row images and they do not parse (Event.decodable).
 UNDECODABLE = "undecodable"
+# A DDL log row (notifier/schema.py): news about the table, the same for every subscriber.
+SCHEMA = "schema"
 
 
 def dumps(obj: Any) -> str:
@@ -68,6 +71,10 @@ def encode_view(event: Event, variant: str, columns: tuple[str, ...] | None) -> 
     cache_key = (variant, columns)
     body = event.encoded.get(cache_key)
     if body is not None:
+        return body
+    if variant == SCHEMA:
+        body = dumps(TableChange.from_event(event).payload(event))
+        event.encoded[cache_key] = body
         return body
     if variant == UNDECODABLE:
         # Long-poll lists it among the changes (WebSocket and SSE send an error frame instead,
@@ -118,11 +125,25 @@ class Subscription:
     # The cursor it started from: what that cursor saw, the client has (or its snapshot does).
     since: Snapshot | None = None
     prefix: str = ""
+    wanted: tuple[str, ...] | None = None  # the columns the client asked for (`columns` adds the key)
+    ended: bool = False  # ended by a DDL (dropped table, a column it depends on gone)
 
     def __post_init__(self) -> None:
         self.prefix = '{"type":"change","ref":' + dumps(self.ref) + ","
-        if self.columns is not None:
-            self.columns = tuple(dict.fromkeys((*self.pk, *self.columns)))
+        self.wanted = self.columns
+        self._project()
+
+    def _project(self) -> None:
+        if self.wanted is not None:
+            self.columns = tuple(dict.fromkeys((*self.pk, *self.wanted)))
+
+    def table_changed(self, change: TableChange) -> tuple[str, str] | None:
+        """Follow a DDL on this subscription's table: (code, message) if it cannot go on."""
+        found = problem(change, self.session.principal, self.table, self.filter.depends_on, self.wanted)
+        if found is None:
+            self.table, self.pk = change.key, change.pk
+            self._project()
+        return found
 
     def _visible(self, image: dict[str, Any] | None) -> bool:
         return (
@@ -136,6 +157,8 @@ class Subscription:
         """How this subscriber sees the event: full, in, out, undecodable, or not at all (None)."""
         if event.op == "truncate":
             return "full"
+        if event.op in SCHEMA_OPS:
+            return SCHEMA
         unfiltered = not self.filter.predicates and not self.session.principal.scope(self.table)
         if unfiltered and self.columns is None:
             return "full"  # `raw` verbatim: the images are never parsed
@@ -181,6 +204,7 @@ class Session:
     __slots__ = (
         "_on_close",
         "_on_drop",
+        "_on_end",
         "closed",
         "floor",
         "held_checkpoint",
@@ -196,6 +220,7 @@ class Session:
         outbox: Outbox,
         on_close: Callable[[int, str], None],
         on_drop: Callable[[], None] | None = None,
+        on_end: Callable[[Subscription], None] | None = None,
     ) -> None:
         self.principal = principal
         self.outbox = outbox
@@ -207,6 +232,7 @@ class Session:
         self.closed = False
         self._on_close = on_close
         self._on_drop = on_drop
+        self._on_end = on_end
 
     def send(self, kind: str, payload: dict[str, Any], sse_id: str | None = None) -> None:
         if self.closed:
@@ -216,11 +242,14 @@ class Session:
 
     def deliver(self, sub: Subscription, event: Event) -> bool:
         """Queue one change for this subscriber; False if it did not match."""
-        if self.closed:
+        if self.closed or sub.ended:
             return False
         variant = sub.variant(event)
         if variant is None:
             return False
+        if variant == SCHEMA:
+            self._schema_news(sub, event)
+            return True
         if variant == UNDECODABLE:  # the stream goes on; the client learns which change it missed
             self.send("error", {"ref": sub.ref, **undecodable_error(event)})
             return True
@@ -238,6 +267,20 @@ class Session:
         if not self.outbox.put(frame, coalesce=latest):
             self._overflow()
         return True
+
+    def _schema_news(self, sub: Subscription, event: Event) -> None:
+        if event.op == DROP:
+            message = f"table {event.qualified} was dropped"
+            self.send("resync_required", {"ref": sub.ref, "reason": "table_dropped", "message": message})
+            self.end(sub)
+        else:
+            self.send("schema_changed", {"ref": sub.ref, **TableChange.from_event(event).payload(event)})
+
+    def end(self, sub: Subscription) -> None:
+        """The subscription is over (the client was told why): free its ref."""
+        sub.ended = True
+        if self._on_end is not None:
+            self._on_end(sub)
 
     def checkpoint(self, cursor: str, data: str | None = None) -> None:
         """Queue a checkpoint; `data` is its frame, encoded once by the hub for every session."""
@@ -287,6 +330,8 @@ class Hub:
         self.by_table: dict[str, set[Subscription]] = {}
         self.sessions: set[Session] = set()
         self.waiters: dict[str, set[asyncio.Event]] = {}
+        # Told of every DDL on a captured table before any subscriber (the catalog listens).
+        self.on_table_change: list[Callable[[TableChange], None]] = []
 
     def add_session(self, session: Session) -> None:
         self.sessions.add(session)
@@ -321,10 +366,36 @@ class Hub:
         return sum(len(s) for s in self.by_table.values())
 
     def publish(self, event: Event) -> None:
+        if event.op in SCHEMA_OPS:
+            self._table_changed(event)
+            return
         for sub in tuple(self.by_table.get(event.qualified, ())):
             sub.offer(event)
         for waiter in self.waiters.get(event.qualified, ()):
             waiter.set()
+
+    def _table_changed(self, event: Event) -> None:
+        """A DDL log row: update the catalog, then move, end or tell each subscription."""
+        try:
+            change = TableChange.from_event(event)
+        except ValueError as exc:
+            log.error("ignoring a DDL log row: %s", exc)
+            return
+        for listener in self.on_table_change:
+            listener(change)
+        keys = [change.key] if change.old_key is None else [change.old_key, change.key]
+        for sub in [s for key in keys for s in tuple(self.by_table.get(key, ()))]:
+            self.unregister(sub)
+            found = None if change.dropped else sub.table_changed(change)
+            if found is not None:
+                sub.ended = True
+                sub.session.send("error", {"ref": sub.ref, "code": found[0], "message": found[1]})
+                continue
+            self.register(sub)  # under its new name, if the table was renamed: it follows
+            sub.offer(event)
+        for key in keys:
+            for waiter in self.waiters.get(key, ()):
+                waiter.set()
 
     def add_waiter(self, table: str) -> asyncio.Event:
         """An event set when a change of `table` arrives (long-poll waits on it)."""

@@ -69,6 +69,7 @@ class Notifier:
         self.pool = pool
         self.hub = hub
         self.catalog = catalog
+        hub.on_table_change.append(catalog.apply)
         self.metrics = metrics
         # Label children resolved once: .labels() is a lookup on every write otherwise.
         self.messages_out = {t: metrics.messages_out.labels(t) for t in ("ws", "sse", "longpoll")}
@@ -81,10 +82,15 @@ class Notifier:
             Outbox(self.settings.queue_messages, self.settings.queue_bytes),
             on_close,
             on_drop=self.metrics.drops.inc,
+            on_end=self._ended,
         )
         self.hub.add_session(session)
         self.metrics.connections.labels(transport).inc()
         return session
+
+    def _ended(self, sub: Subscription) -> None:
+        self.hub.unregister(sub)
+        self.metrics.subscriptions.set(self.hub.subscription_count)
 
     def close_session(self, session: Session, transport: str) -> None:
         self.hub.remove_session(session)

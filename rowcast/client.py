@@ -41,7 +41,14 @@ class SubscriptionError(Exception):
 
 
 class ResyncRequired(Exception):
-    """The cursor is older than the server's log: reload the snapshot, subscribe from its cursor."""
+    """Start over: reload the snapshot and subscribe from its cursor.
+
+    `reason` is `cursor_expired` (the cursor is older than the server's log) or `table_dropped`.
+    """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -153,6 +160,7 @@ async def subscribe(
     token: str | None = None,
     get_token: Callable[[], Awaitable[str]] | None = None,
     on_status: Callable[[str, str | None], None] | None = None,
+    on_schema: Callable[[dict[str, Any]], None] | None = None,
     max_backoff: float = 5.0,
     rule: RowRule | None = None,
     session: aiohttp.ClientSession | None = None,
@@ -163,6 +171,7 @@ async def subscribe(
     given, `schema` and `table` are taken exactly as written, as two fields.
 
     `on_status(state, cursor)` hears "live", "reconnecting" and each new cursor ("checkpoint").
+    `on_schema(frame)` hears each `schema_changed` frame (the table's columns, key, former name).
     """
     rule = rule or RowRule()
     own_session = session is None
@@ -211,8 +220,12 @@ async def subscribe(
                                     on_status("live", cursor)
                             elif on_status:
                                 on_status("checkpoint", cursor)
+                        elif kind == "schema_changed":
+                            if on_schema:
+                                on_schema(data)
                         elif kind == "resync_required":
-                            raise ResyncRequired(data.get("message") or data.get("reason", ""))
+                            reason = str(data.get("reason", ""))
+                            raise ResyncRequired(str(data.get("message") or reason), reason)
                         elif kind == "error":
                             if data.get("code") == "unavailable":
                                 break

@@ -19,7 +19,7 @@ import {
   wsUrl,
 } from "./protocol.js";
 
-const SSE_EVENTS = ["subscribed", "change", "checkpoint", "resync_required", "error"];
+const SSE_EVENTS = ["subscribed", "change", "checkpoint", "schema_changed", "resync_required", "error"];
 
 /**
  * Open a connection. `url` is the server's base URL (default: the page's origin).
@@ -85,7 +85,7 @@ export class Connection {
     return () => this.statusListeners.delete(listener);
   }
 
-  /** Subscribe to a table: {table, where?, columns?, cursor?, mode?, onChange, onStatus?, onResync?, onError?}. */
+  /** Subscribe to a table: {table, schema?, where?, columns?, cursor?, mode?, onChange, onStatus?, onResync?, onSchema?, onError?}. */
   subscribe(spec) {
     if (!spec?.table) throw new TypeError("subscribe: table is required");
     const sub = new Subscription(this, spec, this.#newRef());
@@ -179,6 +179,10 @@ export class Connection {
         } else {
           for (const each of this.subs.values()) if (each.acked) each.cursor = frame.cursor;
         }
+        return;
+      case "schema_changed":
+        // DDL on the table (PROTOCOL.md "Schema changes"); a renamed table's subscription follows it.
+        if (sub && !sub.failed) sub.onSchema?.(frame);
         return;
       case "resync_required":
         if (!sub) return;
@@ -307,6 +311,7 @@ class Subscription {
     this.onChange = spec.onChange ?? (() => {});
     this.onStatus = spec.onStatus ?? null;
     this.onResync = spec.onResync ?? null;
+    this.onSchema = spec.onSchema ?? null;
     this.onError = spec.onError ?? null;
     this.seen = new SeenIds();
     this.acked = false;
