@@ -165,11 +165,6 @@ def database(extra_conf: str = "") -> Iterator[Database]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def wake_mode_available(url: str) -> bool:
-    with psycopg.connect(url) as conn:
-        return one(conn, "SELECT to_regprocedure('rowcast.set_wake_mode(text)') IS NOT NULL") is True
-
-
 def set_wake_mode(url: str, mode: str) -> str | None:
     """Switch the database's wake-up mode; returns None, or why it is not available."""
     try:

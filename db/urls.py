@@ -11,8 +11,3 @@ def sqlalchemy_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     raise ValueError(f"not a postgresql:// URL: {url.split('@')[-1]!r}")
-
-
-def libpq_url(url: str) -> str:
-    """A URL psycopg accepts directly (SQLAlchemy's driver suffix removed)."""
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)

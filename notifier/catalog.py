@@ -51,9 +51,6 @@ class Catalog:
             info = self._tables.get(name)
         return info
 
-    def cached(self, table: str) -> TableInfo | None:
-        return self._tables.get(qualify(table))
-
     def apply(self, change: TableChange) -> None:
         """A DDL the log recorded (notifier/schema.py): the catalog follows without a reload."""
         tables = dict(self._tables)

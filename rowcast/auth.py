@@ -28,12 +28,6 @@ class AuthError(RowcastError):
     status = 401
 
 
-class Forbidden(RowcastError):
-    """Not allowed."""
-
-    status = 403
-
-
 def qualify(table: str) -> str:
     """A table name as written ('books', 'audit.log', 'co."x.y"') -> its canonical key.
 
