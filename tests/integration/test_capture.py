@@ -213,7 +213,10 @@ def test_capture_status_follows_a_changed_primary_key_and_reports_a_dropped_one(
     assert k.ok and k.detail == "capture v3 on (a, b)"
     conn.execute("ALTER TABLE k DROP CONSTRAINT k_pkey")
     (k,) = capture.status(conn, "k")
-    assert (k.status, k.detail) == ("key_changed", "the table has no primary key now (registered as (a, b)): add one")
+    assert (k.status, k.detail) == (
+        "key_changed",
+        "the table has no primary key now (registered as (a, b)): add one",
+    )
 
 
 def test_disable_capture_stops_logging(conn: Conn) -> None:

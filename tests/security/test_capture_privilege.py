@@ -124,9 +124,9 @@ def test_the_capture_role_can_only_append_to_the_log(conn: Conn) -> None:
         "AND attnum > 0 AND has_column_privilege('rowcast_capture', attrelid, attnum, 'UPDATE')"
     ).fetchone()
     assert updatable == (["schema_name", "table_name", "pk_columns"],)
-    assert conn.execute(
-        "SELECT has_schema_privilege('rowcast_capture', 'rowcast', 'CREATE')"
-    ).fetchone() == (False,)
+    assert conn.execute("SELECT has_schema_privilege('rowcast_capture', 'rowcast', 'CREATE')").fetchone() == (
+        False,
+    )
 
 
 def test_the_ddl_capture_function_runs_as_the_capture_role_and_nobody_may_call_it(conn: Conn) -> None:
@@ -185,7 +185,9 @@ def test_a_tables_owner_gets_nothing_run_by_the_ddl_capture_through_a_cast(
         evil.execute("DROP TYPE lair.mood CASCADE")
         # Nor may they attach the function to an event trigger of their own.
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="create event trigger"):
-            evil.execute("CREATE EVENT TRIGGER mine ON ddl_command_end EXECUTE FUNCTION rowcast.capture_ddl_v4()")
+            evil.execute(
+                "CREATE EVENT TRIGGER mine ON ddl_command_end EXECUTE FUNCTION rowcast.capture_ddl_v4()"
+            )
     assert [n for n in notices if "cast runs" in n] == []
     assert not is_superuser(conn, attacker)
     columns = [
