@@ -7,6 +7,7 @@ op 'drop' for a dropped table; pk and old NULL; the doorbell rings as for row ch
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -336,46 +337,54 @@ def test_ddl_rings_only_by_claiming_the_doorbell_in_coalesced_mode(
 # -- without a superuser --------------------------------------------------------------------------
 
 
-def test_without_a_superuser_ddl_tracking_is_off_and_verify_says_so(
-    db_url: str, conn: Conn, shelf: int
+@pytest.fixture
+def owner_role(pg_server: Server, template_db: str) -> Iterator[str]:
+    """A login that is no superuser but may run the migrations: it will own the database, may
+    create roles and administer rowcast_capture (template_db made the rowcast roles exist)."""
+    role = "rowcast_test_dbo"
+    with psycopg.connect(pg_server.url(pg_server.maintenance_db), autocommit=True) as admin:
+        admin.execute(f"DROP ROLE IF EXISTS {role}")
+        admin.execute(f"CREATE ROLE {role} LOGIN CREATEROLE PASSWORD '{ROLE_PASSWORD}'")
+        admin.execute(f"GRANT rowcast_capture TO {role} WITH ADMIN OPTION")
+        try:
+            yield role
+        finally:
+            admin.execute(f"DROP ROLE {role}")
+
+
+def test_a_migration_without_a_superuser_leaves_ddl_untracked_and_says_so(
+    pg_server: Server, owner_role: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    role = "rowcast_test_owner"
-    conn.execute(f"DROP ROLE IF EXISTS {role}")
-    conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{ROLE_PASSWORD}'")
-    conn.execute(f"GRANT USAGE ON SCHEMA rowcast TO {role}")
-    conn.execute(f"GRANT EXECUTE ON FUNCTION rowcast.track_ddl() TO {role}")
-    try:
-        conn.execute("DROP EVENT TRIGGER rowcast_ddl_v4")
-        conn.execute("DROP EVENT TRIGGER rowcast_drop_v4")
-        warnings: list[str] = []
-        with psycopg.connect(as_role(db_url, role), autocommit=True) as owner:
-            owner.add_notice_handler(
-                lambda d: warnings.append(f"{d.severity_nonlocalized}: {d.message_primary}")
-            )
-            assert owner.execute("SELECT rowcast.track_ddl()").fetchone() == ("DDL tracking is off",)
-        assert warnings == [
-            "WARNING: rowcast: DDL on captured tables is not tracked: creating an event trigger needs a superuser"
+    with pg_server.database(template=None) as url:
+        dbname = url.rsplit("/", 1)[1]
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{dbname}" OWNER TO {owner_role}')
+        as_owner = as_role(url, owner_role)
+        with caplog.at_level(logging.WARNING, logger="rowcast.migrate"):
+            migrate.upgrade(as_owner)
+        assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+            "DDL on captured tables is not tracked"
         ]
-        assert conn.execute("SELECT count(*) FROM pg_event_trigger").fetchone() == (0,)
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM pg_event_trigger").fetchone() == (0,)
+            conn.execute("CREATE TABLE shelf (id int PRIMARY KEY, title text)")
+            capture.enable(conn, "shelf")
+            shelf = oid(conn, "shelf")
+            conn.execute("ALTER TABLE shelf RENAME TO rack")
+            assert changes(conn) == []
+            verify = rowcast_cli("capture", "verify", url=url)
+            assert verify.returncode == 1
+            assert "public.rack\tddl_untracked\tcapture works, but schema changes" in verify.stdout
+            assert {s.status for s in capture.status(conn)} == {"ddl_untracked"}
 
-        conn.execute("ALTER TABLE shelf RENAME TO rack")
-        assert changes(conn) == []
-        verify = rowcast_cli("capture", "verify", url=db_url)
-        assert verify.returncode == 1
-        assert "public.rack\tddl_untracked\tcapture works, but schema changes" in verify.stdout
-        assert {s.status for s in capture.status(conn)} == {"ddl_untracked"}
-
-        # A superuser turns it on; the registry catches up with the rename it missed.
-        assert conn.execute("SELECT rowcast.track_ddl()").fetchone() == ("DDL tracking is on",)
-        assert registry(conn)[-1] == ("public", "rack", ["id"], shelf)
-        assert {s.status for s in capture.status(conn)} == {"ok"}
-        conn.execute("ALTER TABLE rack RENAME TO shelf")
-        assert changes(conn) == [
-            ("schema", "public", "shelf", shelf, None, None, shape(SHELF, ["id"], ("public", "rack")))
-        ]
-    finally:
-        conn.execute(f"DROP OWNED BY {role}")
-        conn.execute(f"DROP ROLE {role}")
+            # A superuser turns tracking on; the registry catches up with the rename it missed.
+            assert conn.execute("SELECT rowcast.track_ddl()").fetchone() == ("DDL tracking is on",)
+            assert registry(conn)[-1] == ("public", "rack", ["id"], shelf)
+            assert {s.status for s in capture.status(conn)} == {"ok"}
+            conn.execute("ALTER TABLE rack RENAME TO shelf")
+            assert changes(conn) == [
+                ("schema", "public", "shelf", shelf, None, None, shape(SHELF, ["id"], ("public", "rack")))
+            ]
 
 
 # -- migrations ---------------------------------------------------------------------------------
