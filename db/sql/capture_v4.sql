@@ -86,6 +86,13 @@ BEGIN
         -- Other ALTER SCHEMA commands (OWNER TO) leave the tables as they were.
         CONTINUE WHEN TG_TAG = 'ALTER SCHEMA' AND NOT renamed;
         pk := rowcast.pk_columns(t.relid);
+        IF pk IS NULL THEN
+            -- Allowed (the key may come back in the next command), but the DDL's author should know.
+            RAISE WARNING 'rowcast: captured table %.% has no primary key now', quote_ident(t.nsp), quote_ident(t.rel)
+                USING DETAIL = format('Changes keep the registered key (%s); writes fail once a column of it is dropped.',
+                                      array_to_string(t.pk_columns, ', ')),
+                      HINT = 'add a primary key again, or disable capture on the table';
+        END IF;
         INSERT INTO rowcast.changes (relid, schema_name, table_name, op, "row")
         SELECT t.relid, t.nsp, t.rel, 'schema', jsonb_build_object(
                    'columns', coalesce(jsonb_agg(jsonb_build_object(

@@ -165,7 +165,10 @@ def test_renaming_the_key_column_never_logs_a_null_key(conn: Conn, shelf: int) -
 
 def test_dropping_and_adding_the_primary_key(conn: Conn, shelf: int) -> None:
     conn.execute("ALTER TABLE shelf ALTER COLUMN title SET NOT NULL")
+    warnings: list[str] = []
+    conn.add_notice_handler(lambda d: warnings.append(f"{d.severity_nonlocalized}: {d.message_primary}"))
     conn.execute("ALTER TABLE shelf DROP CONSTRAINT shelf_pkey")
+    assert warnings == ["WARNING: rowcast: captured table public.shelf has no primary key now"]
     (status,) = capture.status(conn, "shelf")
     assert status.status == "key_changed"  # the registry keeps the last key until there is one
     conn.execute("ALTER TABLE shelf ADD PRIMARY KEY (title, id)")
