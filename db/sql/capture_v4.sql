@@ -107,6 +107,11 @@ BEGIN
          WHERE a.attrelid = t.relid AND a.attnum > 0 AND NOT a.attisdropped;
         -- Follow the table: its names, and its key (the row trigger builds `pk` from it). A table
         -- left without a key keeps the registered one, and capture_status() reports key_changed.
+        -- The names may still be registered for a table dropped while DDL was not tracked (verify
+        -- reports it as table_missing): the name is this table's now, so that row goes.
+        DELETE FROM rowcast.captured r
+         WHERE (r.schema_name, r.table_name) = (t.nsp, t.rel) AND r.relid IS DISTINCT FROM t.relid
+           AND NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = r.relid);
         UPDATE rowcast.captured
            SET schema_name = t.nsp, table_name = t.rel, pk_columns = coalesce(pk, t.pk_columns)
          WHERE relid = t.relid;

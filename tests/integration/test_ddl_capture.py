@@ -390,6 +390,18 @@ def test_a_migration_without_a_superuser_leaves_ddl_untracked_and_says_so(
             ]
 
 
+def test_a_rename_onto_the_name_of_a_table_dropped_while_untracked_succeeds(conn: Conn, shelf: int) -> None:
+    conn.execute("DROP EVENT TRIGGER rowcast_drop_v4")
+    conn.execute("CREATE TABLE rack (id int PRIMARY KEY)")
+    capture.enable(conn, "rack")
+    conn.execute("DROP TABLE rack")  # not tracked: the registry keeps public.rack
+    assert capture.status(conn, "rack")[0].status == "table_missing"
+    assert conn.execute("SELECT rowcast.track_ddl()").fetchone() == ("DDL tracking is on",)
+    conn.execute("ALTER TABLE shelf RENAME TO rack")  # must not fail on the stale registry row
+    assert registry(conn)[-1] == ("public", "rack", ["id"], shelf)
+    assert [s.status for s in capture.status(conn)] == ["ok"] * 3
+
+
 # -- migrations ---------------------------------------------------------------------------------
 
 # Everything version 3 consists of, as the catalog shows it (privileges included).
