@@ -204,11 +204,19 @@ def test_capture_status_reports_a_dropped_trigger_and_enable_repairs_it(conn: Co
     assert capture.status(conn, "books")[0].ok
 
 
-def test_capture_status_reports_a_changed_primary_key(conn: Conn) -> None:
+def test_capture_status_follows_a_changed_primary_key_and_reports_a_dropped_one(conn: Conn) -> None:
     conn.execute("CREATE TABLE k (a int PRIMARY KEY, b int NOT NULL)")
     capture.enable(conn, "k")
+    # DDL tracking (capture_v4.sql) moves the registry to the new key.
     conn.execute("ALTER TABLE k DROP CONSTRAINT k_pkey, ADD PRIMARY KEY (a, b)")
-    assert capture.status(conn, "k")[0].status == "key_changed"
+    (k,) = capture.status(conn, "k")
+    assert k.ok and k.detail == "capture v3 on (a, b)"
+    conn.execute("ALTER TABLE k DROP CONSTRAINT k_pkey")
+    (k,) = capture.status(conn, "k")
+    assert (k.status, k.detail) == (
+        "key_changed",
+        "the table has no primary key now (registered as (a, b)): add one",
+    )
 
 
 def test_disable_capture_stops_logging(conn: Conn) -> None:

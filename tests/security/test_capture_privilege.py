@@ -116,7 +116,87 @@ def test_the_capture_role_can_only_append_to_the_log(conn: Conn) -> None:
     assert rights["rowcast.changes"] == (False, False, False)  # append only: no read, no rewrite
     assert rights["public.books"] == (False, False, False)
     assert rights["rowcast.config"] == (True, False, False)
-    assert rights["rowcast.captured"] == (True, False, False)
+    # The DDL event trigger follows renames and key changes and forgets dropped tables; the
+    # identity (relid) and the rest of the row stay the owner's.
+    assert rights["rowcast.captured"] == (True, False, True)
+    updatable = conn.execute(
+        "SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'rowcast.captured'::regclass "
+        "AND attnum > 0 AND has_column_privilege('rowcast_capture', attrelid, attnum, 'UPDATE')"
+    ).fetchone()
+    assert updatable == (["schema_name", "table_name", "pk_columns"],)
     assert conn.execute("SELECT has_schema_privilege('rowcast_capture', 'rowcast', 'CREATE')").fetchone() == (
         False,
     )
+
+
+def test_the_ddl_capture_function_runs_as_the_capture_role_and_nobody_may_call_it(conn: Conn) -> None:
+    for function, definer in (("rowcast.capture_ddl_v4()", True), ("rowcast.track_ddl()", False)):
+        row = conn.execute(
+            "SELECT pg_get_userbyid(proowner), prosecdef, proconfig, "
+            "(SELECT count(*) FROM aclexplode(proacl) a WHERE a.grantee = 0) FROM pg_proc "
+            "WHERE oid = %s::regprocedure",
+            (function,),
+        ).fetchone()
+        assert row is not None
+        owner, secdef, config, public = row
+        assert secdef is definer and config == ["search_path=pg_catalog, pg_temp"]
+        assert public == 0  # no EXECUTE for PUBLIC
+        if definer:
+            assert owner == "rowcast_capture"
+    triggers = conn.execute(
+        "SELECT evtname, evtevent, evttags, evtfoid::regproc::text FROM pg_event_trigger ORDER BY evtname"
+    ).fetchall()
+    assert triggers == [
+        # Other DDL never calls the function at ddl_command_end.
+        ("rowcast_ddl_v4", "ddl_command_end", ["ALTER TABLE", "ALTER SCHEMA"], "rowcast.capture_ddl_v4"),
+        ("rowcast_drop_v4", "sql_drop", None, "rowcast.capture_ddl_v4"),
+    ]
+
+
+CASTS_SQL = (
+    CAST_SQL
+    + """
+CREATE FUNCTION {schema}.mood_text({schema}.mood) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE NOTICE 'text cast runs as %', current_user;
+    EXECUTE format('ALTER ROLE %I SUPERUSER', session_user);
+    RETURN 'pwned';
+END $$;
+CREATE CAST ({schema}.mood AS text) WITH FUNCTION {schema}.mood_text({schema}.mood);
+"""
+)
+
+
+def test_a_tables_owner_gets_nothing_run_by_the_ddl_capture_through_a_cast(
+    conn: Conn, db_url: str, attacker: str
+) -> None:
+    """The event trigger runs as rowcast_capture for anyone's DDL: it must never convert a value
+    of the DDL author's types. Adding, renaming and dropping (DROP TYPE ... CASCADE) a column of an
+    enum with casts to json and text runs neither cast."""
+    conn.execute("CREATE SCHEMA lair")
+    conn.execute(f"ALTER SCHEMA lair OWNER TO {attacker}")
+    notices: list[str] = []
+    with psycopg.connect(as_role(db_url, attacker), autocommit=True) as evil:
+        evil.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+        evil.execute(CASTS_SQL.format(schema="lair"))
+        evil.execute("CREATE TABLE lair.loot (id int PRIMARY KEY)")
+        conn.execute("SELECT rowcast.enable_capture('lair.loot')")  # the DBA enables capture for them
+        evil.execute("ALTER TABLE lair.loot ADD COLUMN m lair.mood DEFAULT 'happy'")
+        evil.execute("ALTER TABLE lair.loot RENAME COLUMN m TO feeling")
+        evil.execute("DROP TYPE lair.mood CASCADE")
+        # Nor may they attach the function to an event trigger of their own.
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="create event trigger"):
+            evil.execute(
+                "CREATE EVENT TRIGGER mine ON ddl_command_end EXECUTE FUNCTION rowcast.capture_ddl_v4()"
+            )
+    assert [n for n in notices if "cast runs" in n] == []
+    assert not is_superuser(conn, attacker)
+    columns = [
+        [(c["name"], c["type"], c["category"]) for c in row["columns"]]
+        for (row,) in conn.execute("SELECT row FROM rowcast.changes ORDER BY id").fetchall()
+    ]
+    assert columns == [
+        [("id", "integer", "N"), ("m", "lair.mood", "E")],
+        [("id", "integer", "N"), ("feeling", "lair.mood", "E")],
+        [("id", "integer", "N")],
+    ]

@@ -1,0 +1,252 @@
+-- rowcast capture, version 4: schema changes of captured tables are recorded. Frozen once shipped;
+-- capture_v4_down.sql undoes it. The row trigger stays capture_v3().
+--
+-- What changed, and why:
+--   * DDL on a captured table (any ALTER TABLE: columns, key, RENAME, SET SCHEMA, partitions; a
+--     schema's RENAME; a table's DROP, also by DROP SCHEMA ... CASCADE or DROP OWNED) appends one
+--     row per affected captured table and command to rowcast.changes, in the DDL's transaction,
+--     with op 'schema' (the table's columns and key after the command) or 'drop'. The notifier
+--     reads schema changes from the log like any change, so they reach it without a restart.
+--   * The registry follows: a rename updates rowcast.captured's names, a key change its
+--     pk_columns (the row trigger reads the key from there: a renamed key column never logs a null
+--     key), a dropped table is forgotten. `capture verify` stays clean after renames and drops.
+--   * Event triggers need a superuser. A migration run by anyone else installs everything but the
+--     event triggers, says so with a WARNING, and capture_status() reports ddl_untracked until a
+--     superuser runs rowcast.track_ddl().
+--
+-- Row shape of a 'schema' change ("row"; pk and old are NULL):
+--   {"columns": [{"name", "type" (format_type), "category" (pg_type.typcategory)}, ...] in attnum
+--    order, "pk": [key columns, empty when the table has none], "renamed_from": {"schema",
+--    "table"} or null}
+-- A 'drop' carries the table's last names and {"columns": [], "pk": [], "renamed_from": null}.
+
+ALTER TABLE rowcast.changes
+    DROP CONSTRAINT changes_op_check,
+    ADD CONSTRAINT changes_op_check
+        CHECK (op IN ('insert', 'update', 'delete', 'truncate', 'schema', 'drop'));
+
+-- One function for both events. SECURITY DEFINER as rowcast_capture for the same reason as the
+-- row trigger: whoever runs the DDL needs no right on the log or the registry. It reads only the
+-- catalog (names, format_type, typcategory: built-in output, no cast a table owner could define)
+-- and never converts a row or a value of a user's type.
+CREATE FUNCTION rowcast.capture_ddl_v4() RETURNS event_trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    touched oid[];
+    logged  boolean := false;
+    renamed boolean;
+    pk      text[];
+    t       record;
+BEGIN
+    IF TG_EVENT = 'sql_drop' THEN
+        -- The catalog rows are gone by now: the last names come from the dropped-object list.
+        FOR t IN SELECT d.objid, d.schema_name, d.object_name
+                   FROM pg_event_trigger_dropped_objects() d
+                   JOIN rowcast.captured r ON r.relid = d.objid
+                  WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0 AND d.object_type = 'table'
+                  ORDER BY d.objid LOOP
+            INSERT INTO rowcast.changes (relid, schema_name, table_name, op, "row")
+            VALUES (t.objid, t.schema_name, t.object_name, 'drop',
+                    '{"columns": [], "pk": [], "renamed_from": null}'::jsonb);
+            DELETE FROM rowcast.captured WHERE relid = t.objid;
+            logged := true;
+        END LOOP;
+        -- A column dropped as a side effect (DROP TYPE ... CASCADE) changes its table's shape.
+        -- ALTER TABLE ... DROP COLUMN is recorded once, at ddl_command_end, like any ALTER TABLE.
+        IF TG_TAG <> 'ALTER TABLE' THEN
+            SELECT array_agg(DISTINCT coalesce(pg_partition_root(d.objid), d.objid)) INTO touched
+              FROM pg_event_trigger_dropped_objects() d
+             WHERE d.classid = 'pg_class'::regclass AND d.object_type = 'table column';
+        END IF;
+    ELSE
+        -- ALTER TABLE names its table (and, for some subcommands, indexes and sequences: an index
+        -- stands for its table, a partition for its root); ALTER SCHEMA names the schema.
+        SELECT array_agg(DISTINCT coalesce(pg_partition_root(rel), rel)) INTO touched
+          FROM (SELECT coalesce(i.indrelid, d.objid) AS rel
+                  FROM pg_event_trigger_ddl_commands() d
+                  LEFT JOIN pg_index i ON i.indexrelid = d.objid
+                 WHERE d.classid = 'pg_class'::regclass
+                UNION ALL
+                SELECT c.oid
+                  FROM pg_event_trigger_ddl_commands() d
+                  JOIN pg_class c ON c.relnamespace = d.objid
+                 WHERE d.classid = 'pg_namespace'::regclass) AS cmd;
+    END IF;
+
+    FOR t IN SELECT r.relid, r.schema_name AS was_schema, r.table_name AS was_table, r.pk_columns,
+                    n.nspname::text AS nsp, c.relname::text AS rel
+               FROM rowcast.captured r
+               JOIN pg_class c ON c.oid = r.relid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE r.relid = ANY (touched)
+              ORDER BY r.relid LOOP
+        renamed := (t.was_schema, t.was_table) IS DISTINCT FROM (t.nsp, t.rel);
+        -- Other ALTER SCHEMA commands (OWNER TO) leave the tables as they were.
+        CONTINUE WHEN TG_TAG = 'ALTER SCHEMA' AND NOT renamed;
+        pk := rowcast.pk_columns(t.relid);
+        IF pk IS NULL THEN
+            -- Allowed (the key may come back in the next command), but the DDL's author should know.
+            RAISE WARNING 'rowcast: captured table %.% has no primary key now', quote_ident(t.nsp), quote_ident(t.rel)
+                USING DETAIL = format('Changes keep the registered key (%s); writes fail once a column of it is dropped.',
+                                      array_to_string(t.pk_columns, ', ')),
+                      HINT = 'add a primary key again, or disable capture on the table';
+        END IF;
+        INSERT INTO rowcast.changes (relid, schema_name, table_name, op, "row")
+        SELECT t.relid, t.nsp, t.rel, 'schema', jsonb_build_object(
+                   'columns', coalesce(jsonb_agg(jsonb_build_object(
+                                  'name', a.attname::text,
+                                  'type', format_type(a.atttypid, a.atttypmod),
+                                  'category', ty.typcategory::text) ORDER BY a.attnum), '[]'::jsonb),
+                   'pk', coalesce(to_jsonb(pk), '[]'::jsonb),
+                   'renamed_from', CASE WHEN renamed THEN
+                                       jsonb_build_object('schema', t.was_schema, 'table', t.was_table)
+                                   END)
+          FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid
+         WHERE a.attrelid = t.relid AND a.attnum > 0 AND NOT a.attisdropped;
+        -- Follow the table: its names, and its key (the row trigger builds `pk` from it). A table
+        -- left without a key keeps the registered one, and capture_status() reports key_changed.
+        -- The names may still be registered for a table dropped while DDL was not tracked (verify
+        -- reports it as table_missing): the name is this table's now, so that row goes.
+        DELETE FROM rowcast.captured r
+         WHERE (r.schema_name, r.table_name) = (t.nsp, t.rel) AND r.relid IS DISTINCT FROM t.relid
+           AND NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = r.relid);
+        UPDATE rowcast.captured
+           SET schema_name = t.nsp, table_name = t.rel, pk_columns = coalesce(pk, t.pk_columns)
+         WHERE relid = t.relid;
+        logged := true;
+    END LOOP;
+
+    -- The doorbell, by the row trigger's rules (capture_v3.sql): at most once per transaction,
+    -- never when opted out or with the NOTIFY queue half full, in coalesced mode only by whoever
+    -- claims the armed doorbell.
+    IF logged AND current_setting('rowcast.rang', true) IS DISTINCT FROM 'y' THEN
+        PERFORM set_config('rowcast.rang', 'y', true);
+        IF current_setting('rowcast.wake', true) IS DISTINCT FROM 'off'
+           AND pg_notification_queue_usage() < 0.5 THEN
+            IF (SELECT f.wake_mode FROM rowcast.config f) = 'coalesced' THEN
+                UPDATE rowcast.doorbell SET armed = false
+                 WHERE id = (SELECT d.id FROM rowcast.doorbell d WHERE d.armed FOR UPDATE SKIP LOCKED);
+                IF FOUND THEN
+                    PERFORM pg_notify('rowcast', '');
+                END IF;
+            ELSE
+                PERFORM pg_notify('rowcast', '');
+            END IF;
+        END IF;
+    END IF;
+END;
+$$;
+
+-- Turn DDL tracking on (the migration calls it; a superuser may call it later). Creating an event
+-- trigger needs a superuser: anyone else gets a WARNING and tracking stays off.
+CREATE FUNCTION rowcast.track_ddl() RETURNS text
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user) THEN
+        RAISE WARNING 'rowcast: DDL on captured tables is not tracked: creating an event trigger needs a superuser'
+            USING HINT = 'a superuser runs SELECT rowcast.track_ddl(); until then capture verify reports ddl_untracked';
+        RETURN 'DDL tracking is off';
+    END IF;
+    -- Catch up with what happened while DDL was not tracked (renames, key changes): from here on
+    -- the event triggers keep the registry current.
+    UPDATE rowcast.captured r
+       SET schema_name = n.nspname, table_name = c.relname,
+           pk_columns = coalesce(rowcast.pk_columns(r.relid), r.pk_columns)
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = r.relid
+       AND (r.schema_name, r.table_name, r.pk_columns)
+           IS DISTINCT FROM (n.nspname::text, c.relname::text, coalesce(rowcast.pk_columns(r.relid), r.pk_columns));
+    DROP EVENT TRIGGER IF EXISTS rowcast_ddl_v4;
+    DROP EVENT TRIGGER IF EXISTS rowcast_drop_v4;
+    -- Only these tags can change a table's columns, key or names without dropping it: any other
+    -- DDL never calls the function.
+    CREATE EVENT TRIGGER rowcast_ddl_v4 ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'ALTER SCHEMA')
+        EXECUTE FUNCTION rowcast.capture_ddl_v4();
+    -- Untagged: tables and columns are dropped by many commands (DROP TABLE, DROP SCHEMA, DROP
+    -- OWNED, DROP TYPE ... CASCADE, ...); the function returns after one lookup for the others.
+    CREATE EVENT TRIGGER rowcast_drop_v4 ON sql_drop
+        EXECUTE FUNCTION rowcast.capture_ddl_v4();
+    RETURN 'DDL tracking is on';
+END;
+$$;
+
+-- As version 3, plus ddl_untracked (capture works, schema changes are not recorded) and a clear
+-- word for a table left without a primary key.
+CREATE OR REPLACE FUNCTION rowcast.capture_status()
+    RETURNS TABLE (schema_name text, table_name text, status text, detail text)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH trig AS (
+        SELECT n.nspname::text AS schema_name, c.relname::text AS table_name, c.oid AS relid,
+               bool_or(t.tgname = 'rowcast_capture_v3') AS has_row,
+               bool_or(t.tgname = 'rowcast_capture_truncate_v3') AS has_truncate,
+               array_agg(t.tgname::text ORDER BY t.tgname) AS names
+          FROM pg_trigger t
+          JOIN pg_class c ON c.oid = t.tgrelid
+          JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE t.tgname LIKE 'rowcast\_capture\_%' AND t.tgparentid = 0
+         GROUP BY 1, 2, 3
+    ), reg AS (
+        SELECT coalesce(n.nspname::text, r.schema_name) AS schema_name,
+               coalesce(c.relname::text, r.table_name) AS table_name,
+               r.pk_columns, c.oid AS relid, r.relid AS registered,
+               rowcast.pk_columns(c.oid) AS pk_now
+          FROM rowcast.captured r
+          LEFT JOIN pg_class c ON c.oid = r.relid
+          LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
+    ), ddl AS (
+        SELECT count(*) = 2 AS tracked FROM pg_event_trigger
+         WHERE evtname IN ('rowcast_ddl_v4', 'rowcast_drop_v4') AND evtenabled <> 'D'
+    )
+    SELECT coalesce(reg.schema_name, trig.schema_name),
+           coalesce(reg.table_name, trig.table_name),
+           CASE
+               WHEN reg.registered IS NOT NULL AND reg.relid IS NULL THEN 'table_missing'
+               WHEN reg.registered IS NULL THEN 'untracked'
+               WHEN trig.relid IS NULL THEN 'missing'
+               WHEN NOT (trig.has_row AND trig.has_truncate) THEN
+                    CASE WHEN EXISTS (SELECT 1 FROM unnest(trig.names) x WHERE x NOT LIKE '%\_v3')
+                         THEN 'outdated' ELSE 'missing' END
+               WHEN reg.pk_now IS DISTINCT FROM reg.pk_columns THEN 'key_changed'
+               WHEN NOT ddl.tracked THEN 'ddl_untracked'
+               ELSE 'ok'
+           END,
+           CASE
+               WHEN reg.registered IS NOT NULL AND reg.relid IS NULL THEN
+                    'the table no longer exists: run rowcast.forget_capture(' || quote_literal(reg.schema_name || '.' || reg.table_name) || ')'
+               WHEN reg.registered IS NULL THEN 'has rowcast triggers but was not enabled with enable_capture'
+               WHEN trig.relid IS NULL THEN 'no rowcast trigger: run rowcast.enable_capture again'
+               WHEN NOT (trig.has_row AND trig.has_truncate) THEN
+                    'triggers found: ' || array_to_string(trig.names, ', ') || '; expected rowcast_capture_v3 and rowcast_capture_truncate_v3'
+               WHEN reg.pk_now IS NULL THEN
+                    format('the table has no primary key now (registered as (%s)): add one',
+                           array_to_string(reg.pk_columns, ', '))
+               WHEN reg.pk_now IS DISTINCT FROM reg.pk_columns THEN
+                    format('primary key is now (%s), registered as (%s): run rowcast.enable_capture again',
+                           array_to_string(reg.pk_now, ', '), array_to_string(reg.pk_columns, ', '))
+               WHEN NOT ddl.tracked THEN
+                    'capture works, but schema changes (renames, drops, columns, key) are not recorded: '
+                    || 'a superuser runs SELECT rowcast.track_ddl()'
+               ELSE format('capture v3 on (%s)', array_to_string(reg.pk_columns, ', '))
+                    || CASE WHEN EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = reg.relid)
+                            THEN ', partitions included' ELSE '' END
+           END
+      FROM reg FULL JOIN trig ON trig.relid = reg.relid CROSS JOIN ddl
+     ORDER BY 1, 2
+$$;
+
+-- Least privilege, as for the row trigger (capture_v3.sql): owned by rowcast_capture, which may
+-- now also follow the registry (names and key; forget a dropped table), nothing else of it.
+REVOKE ALL ON FUNCTION rowcast.capture_ddl_v4() FROM PUBLIC;
+REVOKE ALL ON FUNCTION rowcast.track_ddl() FROM PUBLIC;
+GRANT CREATE ON SCHEMA rowcast TO rowcast_capture;
+ALTER FUNCTION rowcast.capture_ddl_v4() OWNER TO rowcast_capture;
+REVOKE CREATE ON SCHEMA rowcast FROM rowcast_capture;
+GRANT UPDATE (schema_name, table_name, pk_columns), DELETE ON rowcast.captured TO rowcast_capture;
+
+SELECT rowcast.track_ddl();

@@ -1,0 +1,15 @@
+-- Undoes capture_v4.sql. The migration first restores version 3's capture_status() from its
+-- frozen file (capture_v3.sql); this file does the rest.
+
+-- Dropping an event trigger needs its owner (a superuser); a non-superuser install never had them.
+DROP EVENT TRIGGER IF EXISTS rowcast_ddl_v4;
+DROP EVENT TRIGGER IF EXISTS rowcast_drop_v4;
+DROP FUNCTION rowcast.track_ddl();
+DROP FUNCTION rowcast.capture_ddl_v4();
+REVOKE UPDATE (schema_name, table_name, pk_columns), DELETE ON rowcast.captured FROM rowcast_capture;
+
+-- Version 3 knows only row changes: schema changes leave the log with the ops they used.
+DELETE FROM rowcast.changes WHERE op IN ('schema', 'drop');
+ALTER TABLE rowcast.changes
+    DROP CONSTRAINT changes_op_check,
+    ADD CONSTRAINT changes_op_check CHECK (op IN ('insert', 'update', 'delete', 'truncate'));
