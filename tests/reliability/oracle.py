@@ -84,7 +84,8 @@ async def read_truth(url: str) -> Truth:
         async with conn.cursor(name="oracle") as cur:
             await cur.execute(
                 'SELECT id, xid::text, table_name, op, pk, "row", old FROM rowcast.changes '
-                "WHERE schema_name = 'public' ORDER BY id"
+                # DDL records (ODD_COLUMNS adds columns mid-run) are news about a table, not changes.
+                "WHERE schema_name = 'public' AND op NOT IN ('schema', 'drop') ORDER BY id"
             )
             async for r in cur:
                 change = LogChange.from_log(r)
