@@ -10,6 +10,15 @@
 --   * The registry follows: a rename updates rowcast.captured's names, a key change its
 --     pk_columns (the row trigger reads the key from there: a renamed key column never logs a null
 --     key), a dropped table is forgotten. `capture verify` stays clean after renames and drops.
+--   * The doorbell rings at COMMIT (rowcast.ring(), a deferred constraint trigger on the log that
+--     queues one event per transaction), so the NOTIFY queue check sits next to the point where
+--     Postgres adds the notification: a queue that fills while a transaction runs can no longer
+--     make its COMMIT fail. The row trigger function keeps its name (every captured table's
+--     triggers point at it); its body is this version's.
+--   * Virtual generated columns (Postgres 18) are null in a trigger's NEW and OLD: the row trigger
+--     computes them from their expressions (registered in rowcast.captured.virtual_columns), so
+--     events carry their values.
+--   * A write to a table whose key column was dropped logs an empty key instead of failing.
 --   * Event triggers need a superuser. A migration run by anyone else installs everything but the
 --     event triggers, says so with a WARNING, and capture_status() reports ddl_untracked until a
 --     superuser runs rowcast.track_ddl().
@@ -118,23 +127,10 @@ BEGIN
         logged := true;
     END LOOP;
 
-    -- The doorbell, by the row trigger's rules (capture_v3.sql): at most once per transaction,
-    -- never when opted out or with the NOTIFY queue half full, in coalesced mode only by whoever
-    -- claims the armed doorbell.
-    IF logged AND current_setting('rowcast.rang', true) IS DISTINCT FROM 'y' THEN
+    -- The doorbell rings at commit (rowcast.ring()): its trigger queued one event with the first
+    -- log row of this transaction, and this mark keeps it at one.
+    IF logged THEN
         PERFORM set_config('rowcast.rang', 'y', true);
-        IF current_setting('rowcast.wake', true) IS DISTINCT FROM 'off'
-           AND pg_notification_queue_usage() < 0.5 THEN
-            IF (SELECT f.wake_mode FROM rowcast.config f) = 'coalesced' THEN
-                UPDATE rowcast.doorbell SET armed = false
-                 WHERE id = (SELECT d.id FROM rowcast.doorbell d WHERE d.armed FOR UPDATE SKIP LOCKED);
-                IF FOUND THEN
-                    PERFORM pg_notify('rowcast', '');
-                END IF;
-            ELSE
-                PERFORM pg_notify('rowcast', '');
-            END IF;
-        END IF;
     END IF;
 END;
 $$;
@@ -240,6 +236,152 @@ AS $$
      ORDER BY 1, 2
 $$;
 
+-- Virtual generated columns: the select list that computes them from a row's other columns
+-- ("expr AS name, ..."), or null. Postgres 18 allows only built-in functions and types in their
+-- expressions, so evaluating one runs no code a table owner wrote.
+CREATE FUNCTION rowcast.virtual_columns(rel oid) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT string_agg(format('%s AS %I', pg_get_expr(d.adbin, d.adrelid), a.attname), ', ' ORDER BY a.attnum)
+      FROM pg_attribute a JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+     WHERE a.attrelid = rel AND a.attgenerated = 'v' AND NOT a.attisdropped
+$$;
+
+-- Kept current by whoever writes the registry: enable_capture, and the DDL event trigger (which
+-- updates every captured table it sees altered).
+ALTER TABLE rowcast.captured ADD COLUMN virtual_columns text;
+CREATE FUNCTION rowcast.captured_virtual() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    NEW.virtual_columns := rowcast.virtual_columns(NEW.relid);
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER captured_virtual BEFORE INSERT OR UPDATE ON rowcast.captured
+    FOR EACH ROW EXECUTE FUNCTION rowcast.captured_virtual();
+UPDATE rowcast.captured SET relid = relid;
+
+-- The doorbell, rung at COMMIT. A deferred constraint trigger on the log: its WHEN clause is
+-- evaluated as each log row is written, before the row trigger marks the transaction, so exactly
+-- one event is queued per transaction (a bulk load pays for one call, not one per row), and it
+-- fires after everything else the transaction did, next to the point where Postgres queues the
+-- notification. A writer can still opt out (SET LOCAL rowcast.wake = off, for PREPARE
+-- TRANSACTION) or mark itself rung (its own change then waits for the notifier's timer).
+CREATE FUNCTION rowcast.ring() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF current_setting('rowcast.wake', true) IS DISTINCT FROM 'off'
+       -- A stuck listener must never make writers fail: past half full, stop ringing; the
+       -- notifier's timer still reads every change.
+       AND pg_notification_queue_usage() < 0.5 THEN
+        IF (SELECT f.wake_mode FROM rowcast.config f) = 'coalesced' THEN
+            -- Ring only when this transaction claims the armed doorbell (docs/DESIGN.md).
+            UPDATE rowcast.doorbell SET armed = false
+             WHERE id = (SELECT d.id FROM rowcast.doorbell d WHERE d.armed FOR UPDATE SKIP LOCKED);
+            IF FOUND THEN
+                PERFORM pg_notify('rowcast', '');
+            END IF;
+        ELSE
+            PERFORM pg_notify('rowcast', '');
+        END IF;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+CREATE CONSTRAINT TRIGGER changes_ring AFTER INSERT ON rowcast.changes
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW WHEN (current_setting('rowcast.rang', true) IS DISTINCT FROM 'y')
+    EXECUTE FUNCTION rowcast.ring();
+
+-- The row trigger, version 4's body under version 3's name.
+CREATE OR REPLACE FUNCTION rowcast.capture_v3() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    root    oid := coalesce(pg_partition_root(TG_RELID), TG_RELID);
+    keys    text[];
+    virt    text;
+    nsp     text := TG_TABLE_SCHEMA;
+    rel     text := TG_TABLE_NAME;
+    new_row jsonb;
+    old_row jsonb;
+    old_out jsonb;
+    key_val jsonb := '{}'::jsonb;
+    col     text;
+    stale   boolean := false;
+BEGIN
+    SELECT c.pk_columns, c.virtual_columns INTO keys, virt FROM rowcast.captured c WHERE c.relid = root;
+    IF NOT FOUND THEN
+        -- Someone attached this function to a table of their own: refuse, log nothing.
+        RAISE EXCEPTION 'rowcast: table % is not registered for capture', TG_RELID::regclass
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'the owner enables capture with rowcast.enable_capture(...)';
+    END IF;
+    IF root <> TG_RELID THEN  -- a partition: log under the root's current name
+        SELECT n.nspname, c.relname INTO nsp, rel
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = root;
+    END IF;
+
+    IF TG_OP = 'TRUNCATE' THEN
+        INSERT INTO rowcast.changes (relid, schema_name, table_name, op)
+        VALUES (root, nsp, rel, 'truncate');
+    ELSE
+        IF TG_OP <> 'DELETE' THEN new_row := to_jsonb(NEW); END IF;
+        IF TG_OP <> 'INSERT' THEN old_row := to_jsonb(OLD); END IF;
+        IF virt IS NOT NULL THEN
+            -- Never computed for triggers (null in NEW and OLD): compute them from the row.
+            IF new_row IS NOT NULL THEN
+                EXECUTE format('SELECT to_jsonb(v) FROM (SELECT %s FROM (SELECT ($1).*) AS t) AS v', virt)
+                   INTO old_out USING NEW;
+                new_row := new_row || old_out;
+            END IF;
+            IF old_row IS NOT NULL THEN
+                EXECUTE format('SELECT to_jsonb(v) FROM (SELECT %s FROM (SELECT ($1).*) AS t) AS v', virt)
+                   INTO old_out USING OLD;
+                old_row := old_row || old_out;
+            END IF;
+            old_out := NULL;
+        END IF;
+        FOREACH col IN ARRAY keys LOOP
+            stale := stale OR NOT coalesce(new_row, old_row) ? col;
+            key_val := key_val || jsonb_build_object(col, coalesce(new_row, old_row) -> col);
+        END LOOP;
+        IF stale THEN
+            -- A key column renamed or dropped while DDL was not tracked: read the key from the
+            -- catalog, so the change never carries a null key (an empty one if the table has none).
+            key_val := '{}'::jsonb;
+            FOREACH col IN ARRAY coalesce(rowcast.pk_columns(root), '{}'::text[]) LOOP
+                key_val := key_val || jsonb_build_object(col, coalesce(new_row, old_row) -> col);
+            END LOOP;
+        END IF;
+        IF TG_OP = 'UPDATE' THEN
+            -- Only the old values of the columns that changed.
+            SELECT coalesce(jsonb_object_agg(o.key, o.value), '{}'::jsonb) INTO old_out
+              FROM jsonb_each(old_row) AS o
+             WHERE new_row -> o.key IS DISTINCT FROM o.value;
+            -- On a key change `pk` is the new key and `old` holds the old key's columns.
+        ELSIF TG_OP = 'DELETE' THEN
+            old_out := old_row;
+        END IF;
+        INSERT INTO rowcast.changes (relid, schema_name, table_name, op, pk, "row", old)
+        VALUES (root, nsp, rel, lower(TG_OP), key_val, new_row, old_out);
+    END IF;
+
+    -- The log row just written queued the doorbell for COMMIT (rowcast.ring()) unless this
+    -- transaction already did: mark it, so it stays one.
+    IF current_setting('rowcast.rang', true) IS DISTINCT FROM 'y' THEN
+        PERFORM set_config('rowcast.rang', 'y', true);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
 -- Least privilege, as for the row trigger (capture_v3.sql): owned by rowcast_capture, which may
 -- now also follow the registry (names and key; forget a dropped table), nothing else of it.
 REVOKE ALL ON FUNCTION rowcast.capture_ddl_v4() FROM PUBLIC;
@@ -248,5 +390,12 @@ GRANT CREATE ON SCHEMA rowcast TO rowcast_capture;
 ALTER FUNCTION rowcast.capture_ddl_v4() OWNER TO rowcast_capture;
 REVOKE CREATE ON SCHEMA rowcast FROM rowcast_capture;
 GRANT UPDATE (schema_name, table_name, pk_columns), DELETE ON rowcast.captured TO rowcast_capture;
+REVOKE ALL ON FUNCTION rowcast.ring() FROM PUBLIC;
+REVOKE ALL ON FUNCTION rowcast.virtual_columns(oid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION rowcast.captured_virtual() FROM PUBLIC;
+GRANT CREATE ON SCHEMA rowcast TO rowcast_capture;
+ALTER FUNCTION rowcast.ring() OWNER TO rowcast_capture;
+REVOKE CREATE ON SCHEMA rowcast FROM rowcast_capture;
+GRANT EXECUTE ON FUNCTION rowcast.virtual_columns(oid) TO rowcast_capture;
 
 SELECT rowcast.track_ddl();

@@ -1,5 +1,12 @@
--- Undoes capture_v4.sql. The migration first restores version 3's capture_status() from its
--- frozen file (capture_v3.sql); this file does the rest.
+-- Undoes capture_v4.sql. The migration first restores version 3's capture_status() and row
+-- trigger body from their frozen file (capture_v3.sql); this file does the rest.
+
+DROP TRIGGER changes_ring ON rowcast.changes;
+DROP FUNCTION rowcast.ring();
+DROP TRIGGER captured_virtual ON rowcast.captured;
+DROP FUNCTION rowcast.captured_virtual();
+ALTER TABLE rowcast.captured DROP COLUMN virtual_columns;
+DROP FUNCTION rowcast.virtual_columns(oid);
 
 -- Dropping an event trigger needs its owner (a superuser); a non-superuser install never had them.
 DROP EVENT TRIGGER IF EXISTS rowcast_ddl_v4;

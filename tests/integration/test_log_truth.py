@@ -330,6 +330,37 @@ async def test_a_stuck_listener_never_makes_writers_fail(aconn: AConn, small_que
         assert len(seen) == n
 
 
+async def test_a_writer_that_rang_before_the_queue_filled_still_commits(small_queue_server: str) -> None:
+    """The queue filled between a writer's change and its COMMIT (a stuck listener, a flood of
+    8 kB notifications from any login): a wake-up queued at change time made COMMIT fail with
+    "too many notifications in the NOTIFY queue". The doorbell is rung at commit, after the
+    check, so the writer commits and its change arrives by the poll."""
+    url = small_queue_server
+    async with (
+        await psycopg.AsyncConnection.connect(url, autocommit=True) as stuck,
+        await psycopg.AsyncConnection.connect(url, autocommit=True) as flooder,
+        await psycopg.AsyncConnection.connect(url) as writer,
+        notifier(url, poll_interval=0.1) as base,
+        ws_connect(base) as client,
+    ):
+        await client.subscribe()
+        await stuck.execute("LISTEN anything")
+        await stuck.execute("BEGIN")
+        await stuck.execute("SELECT 1")  # holds the queue's tail from here on
+        await writer.execute("INSERT INTO books (title) VALUES ('rang while the queue was empty')")
+        usage = 0.0
+        with contextlib.suppress(psycopg.errors.ProgramLimitExceeded):
+            while usage < 0.99:
+                await flooder.execute("SELECT pg_notify('flood', repeat('x', 7900))")
+                row = await (await flooder.execute("SELECT pg_notification_queue_usage()")).fetchone()
+                usage = float(row[0]) if row else 0.0
+        await writer.commit()  # raised ProgramLimitExceeded before
+        assert await titles_until(client, {"rang while the queue was empty"}) == [
+            "rang while the queue was empty"
+        ]
+        await stuck.execute("COMMIT")
+
+
 @pytest.fixture
 async def small_queue_server(pg_tmp: Any) -> AsyncIterator[str]:
     """A private Postgres 18 whose NOTIFY queue is 64 pages (512 kB)."""

@@ -39,4 +39,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     _raw(sqlfiles.function("capture_v3.sql", "rowcast.capture_status()"))
+    _raw(sqlfiles.function("capture_v3.sql", "rowcast.capture_v3()"))
     _raw(sqlfiles.read("capture_v4_down.sql"))
