@@ -311,3 +311,32 @@ def test_a_partitioned_table_is_captured_at_its_root_with_partitions_added_later
     assert [s.table for s in capture.status(conn) if s.table.startswith("events")] == ["events"]
     with pytest.raises(CaptureError, match="is a partition of"):
         capture.enable(conn, "events_low")
+
+
+def test_an_installation_on_v2_moves_to_the_current_capture_in_place(pg_server: Server) -> None:
+    """Issue 13: the migration moves existing installations and their captured tables to v3+."""
+    with pg_server.database(template=None) as url:
+        migrate.upgrade(url, "0003")  # capture v2
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE ledger (id int PRIMARY KEY, amount numeric)")
+            conn.execute("SELECT rowcast.enable_capture('ledger')")
+            conn.execute("INSERT INTO ledger VALUES (1, 10)")
+        migrate.upgrade(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            triggers = conn.execute(
+                "SELECT tgname, tgfoid::regproc::text FROM pg_trigger WHERE tgrelid = 'ledger'::regclass ORDER BY 1"
+            ).fetchall()
+            assert triggers == [
+                ("rowcast_capture_truncate_v3", "rowcast.capture_v3"),
+                ("rowcast_capture_v3", "rowcast.capture_v3"),
+            ]
+            assert conn.execute(
+                "SELECT relid = 'ledger'::regclass FROM rowcast.captured WHERE table_name = 'ledger'"
+            ).fetchone() == (True,)
+            assert conn.execute("SELECT to_regproc('rowcast.capture_v2')").fetchone() == (None,)
+            conn.execute("UPDATE ledger SET amount = 11 WHERE id = 1")
+            rows = conn.execute(
+                "SELECT op, pk, \"row\" -> 'amount' FROM rowcast.changes WHERE table_name = 'ledger' ORDER BY id"
+            ).fetchall()
+            assert rows == [("insert", {"id": 1}, 10), ("update", {"id": 1}, 11)]
+            assert [s.status for s in capture.status(conn, "ledger")] == ["ok"]
