@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 SERVERS = ("rowcast", "floor", "socketio")
 
@@ -39,6 +40,11 @@ def validity(loadgen_cpu: Sequence[float], limit: float = LOADGEN_LIMIT) -> str:
     """'yes', or 'no: loadgen N%' when the busiest load generator passed `limit` % of a core."""
     busiest = max(loadgen_cpu, default=0.0)
     return f"no: loadgen {busiest:.0f}%" if busiest > limit else "yes"
+
+
+def quotable(point: Mapping[str, Any]) -> bool:
+    """May this point count as "held p99 ≤ 100 ms"? Only if it did and its load generators were valid."""
+    return bool(point["ok"]) and point.get("valid", "yes") == "yes"
 
 
 def servers_arg(text: str) -> list[str]:

@@ -69,6 +69,13 @@ def test_a_point_is_invalid_when_any_loadgen_passes_the_limit() -> None:
     assert harness.validity([50], limit=40) == "no: loadgen 50%"
 
 
+def test_an_invalid_point_never_counts_as_held() -> None:
+    assert harness.quotable({"ok": True, "valid": "yes"})
+    assert not harness.quotable({"ok": True, "valid": "no: loadgen 91%"})
+    assert not harness.quotable({"ok": False, "valid": "yes"})
+    assert harness.quotable({"ok": True})  # results written before the rule
+
+
 def test_servers_option() -> None:
     assert harness.servers_arg("rowcast,floor,socketio") == ["rowcast", "floor", "socketio"]
     assert harness.servers_arg(" socketio , rowcast,socketio") == ["socketio", "rowcast"]
