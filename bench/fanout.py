@@ -356,7 +356,9 @@ async def run_rowcast(
             continue
         server = common.notifier(db, name=f"notifier-{mode}", ROWCAST_WAKE_MODE=mode)
         with common.running(server):
-            results += await series(label, [server], db, "rowcast", args.clients, args.rates, opts)
+            results += await series(
+                label, [server], db, "rowcast", args.clients, args.rates, opts, stop=not args.every_rate
+            )
         common.set_wake_mode(db.url, "notify")
     return results
 
@@ -370,7 +372,9 @@ async def run_plain(
     else:
         server, label, protocol = common.socketio_relay(db, CHANNEL), RELAY, "socketio"
     with row_notify(db), common.running(server):
-        return await series(label, [server], db, protocol, args.clients, args.rates, opts)
+        return await series(
+            label, [server], db, protocol, args.clients, args.rates, opts, stop=not args.every_rate
+        )
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -521,6 +525,11 @@ def parser(doc: str | None = __doc__) -> argparse.ArgumentParser:
         "--client-procs", type=int, help="load-generator processes per client count (default: loadgen_procs)"
     )
     p.add_argument("--no-baseline", action="store_true", help="same as --servers rowcast")
+    p.add_argument(
+        "--every-rate",
+        action="store_true",
+        help="run every rate, past p99 100 ms too, so every server has every point side by side",
+    )
     p.add_argument("--name", help="result file name under bench/results/")
     return p
 
