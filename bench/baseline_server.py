@@ -4,7 +4,7 @@ No subscriptions, matching, filtering, scopes, checkpoints, bounded queues or re
 aiohttp + psycopg doing the least a fan-out server can do. `python -m bench.fanout` runs the
 same load against it and against the notifier.
 
-    python -m bench.baseline_server --database-url URL --port 8090
+    python -m bench.baseline_server --database-url URL --port 8090 [--channel bench_rows]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 
 import psycopg
 from aiohttp import WSCloseCode, web
+from psycopg import sql
 
 from bench.common import HOST, raise_nofile
 
@@ -41,9 +42,9 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"listening": ok}, status=200 if ok else 503)
 
 
-async def forward(app: web.Application, url: str) -> None:
+async def forward(app: web.Application, url: str, channel: str) -> None:
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        await conn.execute("LISTEN rowcast")
+        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         app[LISTENING].set()
         async for note in conn.notifies():
             for ws in tuple(app[SOCKETS]):
@@ -53,13 +54,13 @@ async def forward(app: web.Application, url: str) -> None:
                         await ws.send_str(note.payload)
 
 
-def create_app(url: str) -> web.Application:
+def create_app(url: str, channel: str = "rowcast") -> web.Application:
     app = web.Application()
     app[SOCKETS] = weakref.WeakSet()
     app[LISTENING] = asyncio.Event()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(forward(app, url), name="baseline-forward")
+        task = asyncio.create_task(forward(app, url, channel), name="baseline-forward")
         yield
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -80,9 +81,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--port", type=int, default=8090)
+    # bench.fanout uses a plain row_to_json trigger's channel: rowcast's own NOTIFY is an empty doorbell.
+    parser.add_argument("--channel", default="rowcast")
     args = parser.parse_args()
     raise_nofile()
-    web.run_app(create_app(args.database_url), host=HOST, port=args.port, print=None, shutdown_timeout=5)
+    web.run_app(
+        create_app(args.database_url, args.channel), host=HOST, port=args.port, print=None, shutdown_timeout=5
+    )
 
 
 if __name__ == "__main__":

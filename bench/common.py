@@ -182,7 +182,7 @@ def set_wake_mode(url: str, mode: str) -> str | None:
 
 @dataclass
 class Server:
-    """A server process (the notifier, or the bare baseline) on 127.0.0.1."""
+    """A server process (the notifier, the aiohttp floor or the Socket.IO relay) on 127.0.0.1."""
 
     name: str
     argv: list[str]
@@ -190,6 +190,7 @@ class Server:
     log: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    ws_path: str = "/ws"
 
     @property
     def base(self) -> str:
@@ -197,7 +198,7 @@ class Server:
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{HOST}:{self.port}/ws"
+        return f"ws://{HOST}:{self.port}{self.ws_path}"
 
     @property
     def pid(self) -> int:
@@ -256,9 +257,48 @@ def notifier(db: Database, name: str = "notifier", **env: str) -> Server:
     return Server(name, argv, {**base_env, **env}, db.tmp / f"{name}.log")
 
 
-def baseline(db: Database, name: str = "baseline") -> Server:
-    argv = [sys.executable, "-m", "bench.baseline_server", "--database-url", db.url]
+def baseline(db: Database, name: str = "baseline", channel: str = "rowcast") -> Server:
+    argv = [sys.executable, "-m", "bench.baseline_server", "--database-url", db.url, "--channel", channel]
     return Server(name, argv, {}, db.tmp / f"{name}.log")
+
+
+SOCKETIO = Path(__file__).resolve().parent / "socketio"
+
+
+def npm_install(folder: Path = SOCKETIO) -> None:
+    """`npm ci` (or `npm install` without a lock) once, so the relay's node_modules exist.
+
+    Exits with one line saying what is missing when node or npm is not installed: the other
+    servers need neither, so `--servers rowcast,floor` still runs.
+    """
+    for tool in ("node", "npm"):
+        if shutil.which(tool) is None:
+            raise SystemExit(
+                f"bench: the Socket.IO relay needs {tool} (Node.js 18+) on PATH; or --servers rowcast,floor"
+            )
+    if (folder / "node_modules" / "socket.io").is_dir() and (folder / "node_modules" / "pg").is_dir():
+        return
+    verb = "ci" if (folder / "package-lock.json").exists() else "install"
+    print(f"bench: npm {verb} in {folder} (first use)", flush=True)
+    done = subprocess.run(
+        ["npm", verb, "--no-audit", "--no-fund"], cwd=folder, capture_output=True, text=True, check=False
+    )
+    if done.returncode:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["?"]
+        raise SystemExit(f"bench: npm {verb} in {folder} failed: {tail[0]}")
+
+
+def socketio_relay(db: Database, channel: str, name: str = "socketio") -> Server:
+    """bench/socketio/relay.js under node: LISTEN `channel`, io.emit each payload to everyone.
+
+    node-postgres does not read libpq's `passfile` parameter, so the URL goes without it and
+    the password in PGPASSWORD (which node-postgres does read).
+    """
+    npm_install()
+    url = db.url.split("?", 1)[0]
+    argv = ["node", str(SOCKETIO / "relay.js"), "--database-url", url, "--channel", channel]
+    env = {"PGPASSWORD": db.server.password()}
+    return Server(name, argv, env, db.tmp / f"{name}.log", ws_path="/socket.io/?EIO=4&transport=websocket")
 
 
 @contextlib.contextmanager
@@ -275,23 +315,15 @@ def running(*servers: Server) -> Iterator[tuple[Server, ...]]:
 # -- load generator processes ----------------------------------------------------------------
 
 
-class Loadgen:
-    """A `bench.loadgen` process holding WebSocket clients, driven by JSON lines on stdin."""
+class Child:
+    """A helper process (load generator, writer) driven by JSON lines: one command in, one reply out.
 
-    def __init__(self, urls: Sequence[str], clients: int, protocol: str, table: str) -> None:
-        self.argv = [
-            sys.executable,
-            "-m",
-            "bench.loadgen",
-            "--urls",
-            ",".join(urls),
-            "--clients",
-            str(clients),
-            "--protocol",
-            protocol,
-            "--table",
-            table,
-        ]
+    Each helper is its own process so that its CPU is its own (measured apart from the
+    orchestrator's) and so that it never shares an event loop with the thing that times it.
+    """
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        self.argv = list(argv)
         self.proc: asyncio.subprocess.Process | None = None
         self.ready: dict[str, Any] = {}
 
@@ -321,7 +353,7 @@ class Loadgen:
         async with asyncio.timeout(seconds):
             line = await self.proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"load generator exited ({await self.proc.wait()})")
+            raise RuntimeError(f"{self.argv[2]} exited ({await self.proc.wait()})")
         reply: dict[str, Any] = json.loads(line)
         return reply
 
@@ -336,6 +368,27 @@ class Loadgen:
         except TimeoutError:
             self.proc.kill()
             await self.proc.wait()
+
+
+class Loadgen(Child):
+    """A `bench.loadgen` process holding WebSocket clients."""
+
+    def __init__(self, urls: Sequence[str], clients: int, protocol: str, table: str) -> None:
+        super().__init__(
+            [
+                sys.executable,
+                "-m",
+                "bench.loadgen",
+                "--urls",
+                ",".join(urls),
+                "--clients",
+                str(clients),
+                "--protocol",
+                protocol,
+                "--table",
+                table,
+            ]
+        )
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -370,7 +423,7 @@ class Cpu:
     def end(self) -> dict[str, float]:
         elapsed = max(time.monotonic() - self.t0, 1e-9)
         return {
-            name: round(100 * (self._seconds(pids()) - self.start[name]) / elapsed)
+            name: round(100 * (self._seconds(pids()) - self.start[name]) / elapsed, 1)
             for name, pids in self.groups.items()
         }
 

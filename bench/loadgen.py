@@ -1,7 +1,9 @@
 """A load-generator process: many WebSocket clients, measured latency, driven over stdin/stdout.
 
 Started by the benchmarks (`bench.common.Loadgen`), one JSON command per stdin line, one JSON
-reply per stdout line. Clients find the commit stamp (`"sent":<unix time>`, the writer's
+reply per stdout line. Protocols: `rowcast` (subscribe to the table), `raw` (the aiohttp floor:
+every text frame is a row) and `socketio` (Engine.IO v4 / Socket.IO v5 over a raw WebSocket,
+bench/eio.py: answer pings, count `42["change",row]` events). Clients find the commit stamp (`"sent":<unix time>`, the writer's
 `time.time()` just before its INSERT) in each change frame by string search, so a client costs
 little more than aiohttp's own frame reading.
 
@@ -22,6 +24,7 @@ from typing import Any
 
 import aiohttp
 
+from bench import eio
 from bench.common import LATENCY_BUCKET, raise_nofile
 
 STAMP = '"sent":'
@@ -56,17 +59,9 @@ async def client(
         async with gate:
             ws = await http.ws_connect(url, autoping=True, compress=0, max_msg_size=0)
             if protocol == "rowcast":
-                await ws.send_str(json.dumps({"type": "subscribe", "ref": "b", "table": table}))
-                while True:
-                    msg = await ws.receive(timeout=60)
-                    if msg.type != aiohttp.WSMsgType.TEXT:
-                        raise ConnectionError(f"closed while subscribing: {msg.type} {msg.extra}")
-                    frame = json.loads(msg.data)
-                    if frame.get("type") == "subscribed":
-                        ready.append(frame["cursor"])
-                        break
-                    if frame.get("type") in ("error", "resync_required"):
-                        raise ConnectionError(str(frame))
+                ready.append(await subscribe(ws, table))
+            elif protocol == "socketio":
+                ready.append(await socketio_connect(ws))
             else:
                 ready.append("")
     except (aiohttp.ClientError, ConnectionError, OSError, TimeoutError) as exc:
@@ -83,6 +78,8 @@ async def client(
                 data = msg.data
                 i = find(data, STAMP)
                 if i < 0:
+                    if data == "2":  # Engine.IO ping (socketio); a rowcast frame is never "2"
+                        await ws.send_str(eio.PONG)
                     stats.other += 1
                     continue
                 t = now()
@@ -98,6 +95,37 @@ async def client(
                 return
     finally:
         await ws.close()
+
+
+async def subscribe(ws: aiohttp.ClientWebSocketResponse, table: str) -> str:
+    """rowcast: subscribe to the whole table; returns the `subscribed` frame's cursor."""
+    await ws.send_str(json.dumps({"type": "subscribe", "ref": "b", "table": table}))
+    while True:
+        msg = await ws.receive(timeout=60)
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            raise ConnectionError(f"closed while subscribing: {msg.type} {msg.extra}")
+        frame = json.loads(msg.data)
+        if frame.get("type") == "subscribed":
+            return str(frame["cursor"])
+        if frame.get("type") in ("error", "resync_required"):
+            raise ConnectionError(str(frame))
+
+
+async def socketio_connect(ws: aiohttp.ClientWebSocketResponse) -> str:
+    """socketio: wait for the open packet, join "/", wait for the ack; returns the Socket.IO sid."""
+    while True:
+        msg = await ws.receive(timeout=60)
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            raise ConnectionError(f"closed while connecting: {msg.type} {msg.extra}")
+        what = eio.kind(msg.data)
+        if what == eio.OPEN:
+            await ws.send_str(eio.CONNECT)
+        elif what == eio.PING:
+            await ws.send_str(eio.PONG)
+        elif what == eio.CONNECTED:
+            return str(eio.data(msg.data)["sid"])
+        elif what in (eio.REFUSED, eio.CLOSE):
+            raise ConnectionError(msg.data)
 
 
 async def commands(stats: Stats, tasks: list[asyncio.Task[None]], ready: list[str]) -> None:
@@ -174,7 +202,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="WebSocket load generator for rowcast benchmarks")
     parser.add_argument("--urls", required=True, help="comma-separated ws:// URLs; clients spread over them")
     parser.add_argument("--clients", type=int, required=True)
-    parser.add_argument("--protocol", choices=["rowcast", "raw"], default="rowcast")
+    parser.add_argument("--protocol", choices=["rowcast", "raw", "socketio"], default="rowcast")
     parser.add_argument("--table", default="bench_fanout")
     parser.add_argument("--connect-timeout", type=float, default=170.0)
     args = parser.parse_args()
