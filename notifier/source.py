@@ -189,4 +189,3 @@ class PgChangeSource:
         finally:
             ready.clear()
             await conn.close()
-

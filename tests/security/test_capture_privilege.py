@@ -117,6 +117,6 @@ def test_the_capture_role_can_only_append_to_the_log(conn: Conn) -> None:
     assert rights["public.books"] == (False, False, False)
     assert rights["rowcast.config"] == (True, False, False)
     assert rights["rowcast.captured"] == (True, False, False)
-    assert conn.execute(
-        "SELECT has_schema_privilege('rowcast_capture', 'rowcast', 'CREATE')"
-    ).fetchone() == (False,)
+    assert conn.execute("SELECT has_schema_privilege('rowcast_capture', 'rowcast', 'CREATE')").fetchone() == (
+        False,
+    )
