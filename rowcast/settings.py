@@ -35,7 +35,8 @@ class Setting:
 ENV: dict[str, Setting] = {
     "database_url": Setting("DATABASE_URL", "Postgres URL; unset (and no PG* vars): embedded Postgres"),
     "data_dir": Setting(
-        "ROWCAST_DATA_DIR", "where the embedded Postgres keeps its data (default: user data dir; /var/lib/rowcast as root)"
+        "ROWCAST_DATA_DIR",
+        "where the embedded Postgres keeps its data (default: user data dir; /var/lib/rowcast as root)",
     ),
     "host": Setting("ROWCAST_HOST", "interface to bind (default 127.0.0.1)"),
     "port": Setting("ROWCAST_PORT", "HTTP port (default 8080)"),
@@ -66,6 +67,18 @@ ENV: dict[str, Setting] = {
     "max_client_rate": Setting("ROWCAST_MAX_CLIENT_RATE", "client frames per second per socket (default 50)"),
     "max_connections_per_subject": Setting(
         "ROWCAST_MAX_CONNECTIONS_PER_SUBJECT", "open sockets per token subject (default 32)"
+    ),
+    "max_reads_per_subject": Setting(
+        "ROWCAST_MAX_READS_PER_SUBJECT",
+        "change-log page reads (replays, long-poll) running at once per token subject; more queue (default 4)",
+    ),
+    "read_timeout": Setting(
+        "ROWCAST_READ_TIMEOUT",
+        "statement_timeout of one replay or long-poll page read: how long it may hold a pooled connection (default 10s)",
+    ),
+    "longpoll_scan_budget": Setting(
+        "ROWCAST_LONGPOLL_SCAN_BUDGET",
+        "change-log rows one long-poll answer may read, whole transactions, before it answers (default 20000)",
     ),
     "max_body_bytes": Setting("ROWCAST_MAX_BODY_BYTES", "largest REST request body (default 1048576)"),
     "max_page_size": Setting("ROWCAST_MAX_PAGE_SIZE", "largest REST page (default 500)"),
@@ -126,6 +139,9 @@ class Settings:
     max_subscriptions: int = 64
     max_client_rate: float = 50.0
     max_connections_per_subject: int = 32
+    max_reads_per_subject: int = 4
+    read_timeout: float = 10.0
+    longpoll_scan_budget: int = 20_000
     max_body_bytes: int = 1024 * 1024
     max_page_size: int = 500
     wake_mode: str = "notify"
@@ -153,6 +169,11 @@ class Settings:
             raise ConfigError(f"port {self.port} is out of range")
         if self.header_timeout <= 0:
             raise ConfigError("ROWCAST_HEADER_TIMEOUT must be more than 0")
+        if self.read_timeout < 0.001:
+            raise ConfigError("ROWCAST_READ_TIMEOUT must be at least 1ms (0 would mean no limit)")
+        for name in ("max_reads_per_subject", "longpoll_scan_budget"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{ENV[name].env} must be at least 1")
 
     @property
     def uses_embedded(self) -> bool:
@@ -187,6 +208,9 @@ _CONVERT: dict[str, Any] = {
     "max_subscriptions": int,
     "max_client_rate": float,
     "max_connections_per_subject": int,
+    "max_reads_per_subject": int,
+    "read_timeout": parse_duration,
+    "longpoll_scan_budget": int,
     "max_body_bytes": int,
     "max_page_size": int,
 }
