@@ -19,7 +19,7 @@ from notifier.replay import CursorExpired, Scan, current_snapshot
 from notifier.service import Notifier, ProtocolError, Spec
 from notifier.snapshot import BadCursor, Snapshot
 from notifier.sse import subscription_frame
-from notifier.state import NOTIFIER
+from notifier.state import LONGPOLLS, NOTIFIER
 from rowcast.auth import AuthError, Principal
 
 MAX_WAIT = 60.0
@@ -40,12 +40,20 @@ def _number(query: Mapping[str, str], name: str, default: float, low: float, hig
 
 
 async def changes(request: web.Request) -> web.Response:
+    """Admission (token, long-polls in flight per subject and in all), then the poll itself."""
     notifier = request.app[NOTIFIER]
     try:
         principal = principal_for(request, notifier.settings)
     except AuthError as exc:
         return json_error(401, "unauthorized", str(exc))
-    return await _poll(request, notifier, principal)
+    limiter = request.app[LONGPOLLS]
+    refused = limiter.acquire(principal)
+    if refused is not None:
+        return refused
+    try:
+        return await _poll(request, notifier, principal)
+    finally:
+        limiter.release(principal)
 
 
 async def _poll(request: web.Request, notifier: Notifier, principal: Principal) -> web.Response:
