@@ -24,6 +24,7 @@ from rowcast.auth import AuthError, Principal
 
 MAX_WAIT = 60.0
 MAX_LIMIT = 10_000
+EXPIRY_MARGIN = 0.05  # seconds a poll waits past its token's expiry before answering 401
 
 
 def _number(query: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
@@ -37,6 +38,21 @@ def _number(query: Mapping[str, str], name: str, default: float, low: float, hig
     if not low <= value <= high:
         raise ProtocolError("bad_value", f"{name} must be between {low:g} and {high:g}")
     return value
+
+
+def _deadline(principal: Principal, wait: float) -> float:
+    """When to stop waiting: after `wait` seconds, or just after the token expires if sooner.
+
+    Just after (EXPIRY_MARGIN): the loop's timer and the wall clock `exp` is read on differ a
+    little, and the expiry check that follows must see the token expired, never answer empty.
+    """
+    left = principal.seconds_left()
+    return time.monotonic() + (wait if left is None else max(0.0, min(wait, left + EXPIRY_MARGIN)))
+
+
+def _expired(principal: Principal) -> bool:
+    left = principal.seconds_left()
+    return left is not None and left <= 0
 
 
 async def changes(request: web.Request) -> web.Response:
@@ -72,14 +88,16 @@ async def _poll(request: web.Request, notifier: Notifier, principal: Principal) 
         if spec.cursor is None:
             now = await current_snapshot(notifier.pool)
             return web.json_response({"changes": [], "cursor": str(now), "more": False})
-        deadline = time.monotonic() + wait
-        scan = await _wait_for_changes(notifier, sub, spec, spec.cursor, deadline, limit)
+        scan = await _wait_for_changes(notifier, sub, spec, spec.cursor, _deadline(principal, wait), limit)
     except CursorExpired as exc:
         return json_error(410, "resync_required", str(exc))
     except BadCursor as exc:
         return json_error(400, "bad_cursor", str(exc))
     except psycopg.Error:
         return json_error(503, "unavailable", "the database is unavailable")
+    if _expired(principal):
+        # Whatever was read, it is answered after the token's expiry: nothing goes out on it.
+        return json_error(401, "token_expired", "the token expired while the poll waited; renew it")
     notifier.messages_out["longpoll"].inc(len(scan.bodies))
     text = (
         '{"changes":['
