@@ -41,7 +41,9 @@ def examined(plan: dict[str, Any]) -> int:
     if "Relation Name" in plan:
         loops = plan.get("Actual Loops", 1)
         total += int(plan.get("Actual Rows", 0) * loops)
-        total += int(plan.get("Rows Removed by Filter", 0)) + int(plan.get("Rows Removed by Index Recheck", 0))
+        total += int(plan.get("Rows Removed by Filter", 0)) + int(
+            plan.get("Rows Removed by Index Recheck", 0)
+        )
     for child in plan.get("Plans", []):
         total += examined(child)
     return total
@@ -117,7 +119,15 @@ def run(args: argparse.Namespace) -> None:
         f"{args.rate:g} changes/s commit (read every {args.interval * 1000:.0f} ms, {args.prefill:,} older "
         f"changes in the log; loadavg before "
         f"{info['loadavg_before']}, after {info['loadavg_after']})",
-        ["t (s)", "committed", "rows read", "general: examined", "general: ms", "window: examined", "window: ms"],
+        [
+            "t (s)",
+            "committed",
+            "rows read",
+            "general: examined",
+            "general: ms",
+            "window: examined",
+            "window: ms",
+        ],
         rows,
     )
     worst_cheap = max(s["cheap"][0] for s in samples)

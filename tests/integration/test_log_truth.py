@@ -238,7 +238,9 @@ async def test_a_fresh_snapshot_never_needs_a_resync_after_a_prune_across_an_ope
                     assert resp.status == 200, await resp.text()
         await holder.commit()
     # The open transaction's change was kept: it was committed after every snapshot above.
-    kept = await (await aconn.execute("SELECT count(*) FROM rowcast.changes WHERE table_name = 'authors'")).fetchone()
+    kept = await (
+        await aconn.execute("SELECT count(*) FROM rowcast.changes WHERE table_name = 'authors'")
+    ).fetchone()
     assert kept == (1,)
 
 
@@ -348,4 +350,3 @@ async def small_queue_server(pg_tmp: Any) -> AsyncIterator[str]:
         yield server.url()
     finally:
         server.destroy()
-
