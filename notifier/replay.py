@@ -54,7 +54,7 @@ BY_ID = " ORDER BY changes.id"
 BY_XID = " ORDER BY changes.xid, changes.id"
 
 
-def _statement(first: bool, where: str, order: str) -> str:
+def _statement(first: bool, where: str, order: str, outer: str) -> str:
     """One page: (snapshot or NULL, prune state, log columns...); the LEFT JOIN yields the first
     two even when no row matches.
 
@@ -67,14 +67,14 @@ def _statement(first: bool, where: str, order: str) -> str:
     return (
         f"WITH s AS (SELECT {snap} AS snap, (SELECT pruned_xid::text FROM rowcast.prune_state) AS pruned) "
         f"SELECT s.snap, s.pruned, c.* FROM s LEFT JOIN LATERAL (SELECT {LOG_COLUMNS} FROM rowcast.changes "
-        f"WHERE changes.id = ANY(ARRAY({ids})){order}) c ON true"
+        f"WHERE changes.id = ANY(ARRAY({ids})){outer}) c ON true"
     )
 
 
-_REPLAY_FIRST = _statement(True, _FIRST, BY_ID)
-_REPLAY_NEXT = _statement(False, _LATER + _AFTER_ID, BY_ID)
-_SCAN_FIRST = _statement(True, _FIRST, BY_XID)
-_SCAN_NEXT = _statement(False, _LATER + _AFTER_XID_ID, BY_XID)
+_REPLAY_FIRST = _statement(True, _FIRST, BY_ID, BY_ID)
+_REPLAY_NEXT = _statement(False, _LATER + _AFTER_ID, BY_ID, BY_ID)
+_SCAN_FIRST = _statement(True, _FIRST, BY_XID, "")
+_SCAN_NEXT = _statement(False, _LATER + _AFTER_XID_ID, BY_XID, "")
 
 
 class CursorExpired(Exception):
@@ -135,11 +135,13 @@ class LogReader:
         """One page statement: (snapshot of a first page, log rows), after the prune check.
 
         The transaction exists only to scope its settings to this statement; it holds no snapshot
-        between statements (READ COMMITTED) and ends before the connection goes back. `walk`: a
-        later replay page, whose only index condition is `id > after`; allowed to sort, the
-        planner takes the visibility filters for selective, reads every remaining row and sorts
-        them (each page as slow as the whole rest of the replay), where walking the key's index
-        in order stops at the page's end.
+        between statements (READ COMMITTED) and ends before the connection goes back.
+
+        `walk` turns sorting off for the statement, so that its id subquery walks an index in the
+        page's order and stops at the page's end. Allowed to sort, the planner takes the
+        visibility filters for selective, reads every remaining row and sorts them: each page as
+        slow as the whole rest of the replay or backlog. Not for a replay's first page: without
+        an xid bound to start from in id order, it would walk the key from the log's beginning.
         """
         config = (f"{self.timeout_ms}ms", "off" if walk else "on")
         async with self.gate.hold(subject), self.pool.connection() as conn, conn.transaction():
@@ -154,9 +156,9 @@ class LogReader:
         return rows[0][0], [r[2:] for r in rows if r[2] is not None]
 
     async def _first(
-        self, subject: str, query: str, params: dict[str, Any], since: Snapshot
+        self, subject: str, query: str, params: dict[str, Any], since: Snapshot, *, walk: bool = False
     ) -> tuple[Snapshot, list[Row]]:
-        snap, rows = await self.fetch(subject, query, params, since)
+        snap, rows = await self.fetch(subject, query, params, since, walk=walk)
         assert snap is not None
         now = Snapshot.parse(snap)
         if since.xmax > now.xmax:
@@ -190,7 +192,7 @@ class LogReader:
         delivered.
         """
         params = _params(since, table, min(PAGE, budget))
-        now, rows = await self._first(subject, _SCAN_FIRST, params, since)
+        now, rows = await self._first(subject, _SCAN_FIRST, params, since, walk=True)
         picked: list[tuple[int, str]] = []
         scanned, upto = 0, None
         async with contextlib.aclosing(self._transactions(subject, since, params, rows)) as transactions:
@@ -211,9 +213,14 @@ class LogReader:
     async def _transactions(
         self, subject: str, since: Snapshot, params: dict[str, Any], rows: list[Row]
     ) -> AsyncGenerator[list[Event], None]:
-        """Whole transactions in xid order, read in pages keyed on (xid, id)."""
+        """Whole transactions in xid order, read in pages keyed on (xid, id).
+
+        A page's rows come in no particular order (sorting them in the statement would make the
+        planner sort every remaining row, see `fetch`): sorted here, 2,000 at most.
+        """
         txn: list[Event] = []
         while True:
+            rows.sort(key=_by_xid_id)
             for row in rows:
                 event = Event.from_log_row(row)
                 if txn and event.xid != txn[0].xid:
@@ -223,7 +230,7 @@ class LogReader:
             if len(rows) < params["limit"]:
                 break
             params.update(after_xid=str(txn[-1].xid), after=txn[-1].id)
-            _, rows = await self.fetch(subject, _SCAN_NEXT, params, since)
+            _, rows = await self.fetch(subject, _SCAN_NEXT, params, since, walk=True)
         if txn:
             yield txn
 
@@ -260,6 +267,10 @@ class Replay:
                 return
             self.params["after"] = rows[-1][0]
             _, rows = await self.reader.fetch(self.subject, _REPLAY_NEXT, self.params, self.since, walk=True)
+
+
+def _by_xid_id(row: Row) -> tuple[int, int]:
+    return int(row[1]), int(row[0])  # a log row: (id, xid::text, ...)
 
 
 def _params(since: Snapshot, table: tuple[str, str], limit: int) -> dict[str, Any]:
