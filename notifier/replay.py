@@ -98,6 +98,11 @@ class ReadGate:
         self.limit = limit
         self._gates: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
 
+    @property
+    def subjects(self) -> int:
+        """Subjects with a read running or queued (0 once every client has left)."""
+        return len(self._gates)
+
     @asynccontextmanager
     async def hold(self, subject: str) -> AsyncIterator[None]:
         gate = self._gates.setdefault(subject, (asyncio.Semaphore(self.limit), [0]))
