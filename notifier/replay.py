@@ -45,10 +45,8 @@ _FIRST = "changes.xid >= %(xmin)s::text::xid8 AND " + _UNSEEN
 # re-reading every unseen row through the xid index on every page.
 _LATER = _UNSEEN + " AND pg_visible_in_snapshot(changes.xid, %(now)s::pg_snapshot)"
 _AFTER_ID = " AND changes.id > %(after)s"
-_AFTER_XID_ID = (
-    " AND changes.xid >= %(after_xid)s::text::xid8 "
-    "AND (changes.xid > %(after_xid)s::text::xid8 OR changes.id > %(after)s)"
-)
+# A row comparison, so the (xid, id) index (capture v4) starts exactly at the key.
+_AFTER_XID_ID = " AND (changes.xid, changes.id) > (%(after_xid)s::text::xid8, %(after)s::bigint)"
 # Ordered by the column, never by the select list's `xid::text` (text order skips xids across 10^n).
 BY_ID = " ORDER BY changes.id"
 BY_XID = " ORDER BY changes.xid, changes.id"
