@@ -180,6 +180,10 @@ AS $$
     WITH trig AS (
         SELECT n.nspname::text AS schema_name, c.relname::text AS table_name, c.oid AS relid,
                bool_or(t.tgname = 'rowcast_capture_v3') AS has_row,
+               -- INSERT and DELETE: by the row trigger, or by the two statement triggers.
+               bool_or(t.tgname = 'rowcast_capture_v3' AND t.tgtype & 12 = 12)
+                   OR count(*) FILTER (WHERE t.tgname IN ('rowcast_capture_insert_v4', 'rowcast_capture_delete_v4')) = 2
+                   AS has_rows,
                bool_or(t.tgname = 'rowcast_capture_truncate_v3') AS has_truncate,
                array_agg(t.tgname::text ORDER BY t.tgname) AS names
           FROM pg_trigger t
@@ -205,8 +209,8 @@ AS $$
                WHEN reg.registered IS NOT NULL AND reg.relid IS NULL THEN 'table_missing'
                WHEN reg.registered IS NULL THEN 'untracked'
                WHEN trig.relid IS NULL THEN 'missing'
-               WHEN NOT (trig.has_row AND trig.has_truncate) THEN
-                    CASE WHEN EXISTS (SELECT 1 FROM unnest(trig.names) x WHERE x NOT LIKE '%\_v3')
+               WHEN NOT (trig.has_row AND trig.has_truncate AND trig.has_rows) THEN
+                    CASE WHEN EXISTS (SELECT 1 FROM unnest(trig.names) x WHERE x NOT LIKE '%\_v3' AND x NOT LIKE '%\_v4')
                          THEN 'outdated' ELSE 'missing' END
                WHEN reg.pk_now IS DISTINCT FROM reg.pk_columns THEN 'key_changed'
                WHEN NOT ddl.tracked THEN 'ddl_untracked'
@@ -217,8 +221,9 @@ AS $$
                     'the table no longer exists: run rowcast.forget_capture(' || quote_literal(reg.schema_name || '.' || reg.table_name) || ')'
                WHEN reg.registered IS NULL THEN 'has rowcast triggers but was not enabled with enable_capture'
                WHEN trig.relid IS NULL THEN 'no rowcast trigger: run rowcast.enable_capture again'
-               WHEN NOT (trig.has_row AND trig.has_truncate) THEN
-                    'triggers found: ' || array_to_string(trig.names, ', ') || '; expected rowcast_capture_v3 and rowcast_capture_truncate_v3'
+               WHEN NOT (trig.has_row AND trig.has_truncate AND trig.has_rows) THEN
+                    'triggers found: ' || array_to_string(trig.names, ', ') || '; expected rowcast_capture_v3, '
+                    || 'rowcast_capture_truncate_v3 and, on a plain table, rowcast_capture_insert_v4 and rowcast_capture_delete_v4'
                WHEN reg.pk_now IS NULL THEN
                     format('the table has no primary key now (registered as (%s)): add one',
                            array_to_string(reg.pk_columns, ', '))
@@ -228,7 +233,7 @@ AS $$
                WHEN NOT ddl.tracked THEN
                     'capture works, but schema changes (renames, drops, columns, key) are not recorded: '
                     || 'a superuser runs SELECT rowcast.track_ddl()'
-               ELSE format('capture v3 on (%s)', array_to_string(reg.pk_columns, ', '))
+               ELSE format('capture v4 on (%s)', array_to_string(reg.pk_columns, ', '))
                     || CASE WHEN EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = reg.relid)
                             THEN ', partitions included' ELSE '' END
            END
@@ -343,12 +348,12 @@ BEGIN
         IF virt IS NOT NULL THEN
             -- Never computed for triggers (null in NEW and OLD): compute them from the row.
             IF new_row IS NOT NULL THEN
-                EXECUTE format('SELECT to_jsonb(v) FROM (SELECT %s FROM (SELECT ($1).*) AS t) AS v', virt)
+                EXECUTE format('SELECT to_jsonb(v.*) FROM (SELECT %s FROM (SELECT ($1).*) AS t) AS v', virt)
                    INTO old_out USING NEW;
                 new_row := new_row || old_out;
             END IF;
             IF old_row IS NOT NULL THEN
-                EXECUTE format('SELECT to_jsonb(v) FROM (SELECT %s FROM (SELECT ($1).*) AS t) AS v', virt)
+                EXECUTE format('SELECT to_jsonb(v.*) FROM (SELECT %s FROM (SELECT ($1).*) AS t) AS v', virt)
                    INTO old_out USING OLD;
                 old_row := old_row || old_out;
             END IF;
@@ -388,6 +393,126 @@ BEGIN
 END;
 $$;
 
+-- Bulk statements captured per statement: an INSERT or DELETE of many rows logs them with one
+-- set-based INSERT from the statement's transition table instead of one trigger call per row
+-- (a 100,000-row INSERT ... SELECT ran the row trigger 100,000 times). The events are the same
+-- as the row trigger's. UPDATE stays a row trigger: a transition table does not pair an old row
+-- with its new one when the key changes. Partitioned tables and inheritance hierarchies keep the
+-- row trigger for everything: a statement trigger on the root does not fire for a statement that
+-- names a partition.
+CREATE FUNCTION rowcast.capture_rows() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    keys  text[];
+    virt  text;
+    image text := 'to_jsonb(rowcast_r.*)';
+    n     bigint;
+BEGIN
+    SELECT c.pk_columns, c.virtual_columns INTO keys, virt FROM rowcast.captured c WHERE c.relid = TG_RELID;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'rowcast: table % is not registered for capture', TG_RELID::regclass
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'the owner enables capture with rowcast.enable_capture(...)';
+    END IF;
+    IF EXISTS (SELECT FROM unnest(keys) k
+                WHERE NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = TG_RELID
+                                     AND a.attname = k AND NOT a.attisdropped)) THEN
+        -- A key column renamed or dropped while DDL was not tracked: the catalog's key (as the
+        -- row trigger does), so no change carries a null key.
+        keys := coalesce(rowcast.pk_columns(TG_RELID), '{}'::text[]);
+    END IF;
+    IF virt IS NOT NULL THEN
+        -- Virtual generated columns are not stored: computed from the row (see capture_v3()).
+        image := format('to_jsonb(rowcast_r.*) || (SELECT to_jsonb(v.*) FROM (SELECT %s FROM (SELECT rowcast_r.*) AS t) AS v)', virt);
+    END IF;
+    EXECUTE format(
+        'INSERT INTO rowcast.changes (relid, schema_name, table_name, op, pk, "row", old) '
+        'SELECT $1, $2, $3, $4, (SELECT coalesce(jsonb_object_agg(k, j -> k), ''{}''::jsonb) FROM unnest($5) k), %s, %s '
+        'FROM (SELECT %s AS j FROM %I AS rowcast_r) AS s',
+        CASE TG_OP WHEN 'INSERT' THEN 'j' ELSE 'NULL' END,
+        CASE TG_OP WHEN 'DELETE' THEN 'j' ELSE 'NULL' END,
+        image,
+        CASE TG_OP WHEN 'INSERT' THEN 'rowcast_new' ELSE 'rowcast_old' END)
+    USING TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, lower(TG_OP), keys;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 AND current_setting('rowcast.rang', true) IS DISTINCT FROM 'y' THEN
+        PERFORM set_config('rowcast.rang', 'y', true);  -- the first log row queued the doorbell
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+-- As version 3, but a plain table's INSERT and DELETE are logged per statement (capture_rows()).
+CREATE OR REPLACE FUNCTION rowcast.enable_capture(tbl regclass) RETURNS text
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    pk      text[] := rowcast.pk_columns(tbl);
+    nsp     text;
+    rel     text;
+    trg     text;
+    kind    "char";
+    is_part boolean;
+BEGIN
+    SELECT n.nspname, c.relname, c.relkind, c.relispartition INTO nsp, rel, kind, is_part
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
+    IF nsp = 'rowcast' THEN
+        RAISE EXCEPTION 'rowcast: % is rowcast''s own table and cannot be captured', tbl;
+    END IF;
+    IF kind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION 'rowcast: % is not a table', tbl;
+    END IF;
+    IF is_part THEN
+        RAISE EXCEPTION 'rowcast: % is a partition of %', tbl, pg_partition_root(tbl)::regclass
+            USING HINT = 'capture the partitioned table at its root: its partitions are included',
+                  ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF pk IS NULL THEN
+        RAISE EXCEPTION 'rowcast: table % has no primary key', tbl
+            USING HINT = 'capture identifies rows by their primary key; add one, e.g. ALTER TABLE ... ADD PRIMARY KEY (...)',
+                  ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    -- Replace any rowcast trigger (an older version). On a partitioned table the row trigger is
+    -- cloned onto every partition, present and future, by Postgres itself.
+    FOR trg IN SELECT tgname FROM pg_trigger
+                WHERE tgrelid = tbl AND tgname LIKE 'rowcast\_capture\_%' AND tgparentid = 0 LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', trg, tbl);
+    END LOOP;
+    -- Register first: the trigger refuses unregistered tables.
+    DELETE FROM rowcast.captured WHERE relid = tbl OR (schema_name, table_name) = (nsp, rel);
+    INSERT INTO rowcast.captured (schema_name, table_name, pk_columns, version, relid)
+    VALUES (nsp, rel, pk, 4, tbl);
+    IF kind = 'r' AND NOT EXISTS (SELECT FROM pg_inherits i WHERE i.inhrelid = tbl OR i.inhparent = tbl) THEN
+        -- A plain table: INSERT and DELETE logged per statement from the transition table.
+        EXECUTE format(
+            'CREATE TRIGGER rowcast_capture_v3 AFTER UPDATE ON %s '
+            'FOR EACH ROW EXECUTE FUNCTION rowcast.capture_v3()', tbl);
+        EXECUTE format(
+            'CREATE TRIGGER rowcast_capture_insert_v4 AFTER INSERT ON %s REFERENCING NEW TABLE AS rowcast_new '
+            'FOR EACH STATEMENT EXECUTE FUNCTION rowcast.capture_rows()', tbl);
+        EXECUTE format(
+            'CREATE TRIGGER rowcast_capture_delete_v4 AFTER DELETE ON %s REFERENCING OLD TABLE AS rowcast_old '
+            'FOR EACH STATEMENT EXECUTE FUNCTION rowcast.capture_rows()', tbl);
+    ELSE
+        -- Partitioned, or in an inheritance tree: the row trigger for every row change.
+        EXECUTE format(
+            'CREATE TRIGGER rowcast_capture_v3 AFTER INSERT OR UPDATE OR DELETE ON %s '
+            'FOR EACH ROW EXECUTE FUNCTION rowcast.capture_v3()', tbl);
+    END IF;
+    EXECUTE format(
+        'CREATE TRIGGER rowcast_capture_truncate_v3 AFTER TRUNCATE ON %s '
+        'FOR EACH STATEMENT EXECUTE FUNCTION rowcast.capture_v3()', tbl);
+    RETURN format('capture enabled on %I.%I (primary key: %s)', nsp, rel, array_to_string(pk, ', '));
+END;
+$$;
+
+
+-- Every captured table moves to this version's triggers (enable_capture replaces them).
+SELECT rowcast.enable_capture(r.relid) FROM rowcast.captured r WHERE EXISTS (SELECT FROM pg_class c WHERE c.oid = r.relid);
+
 -- Least privilege, as for the row trigger (capture_v3.sql): owned by rowcast_capture, which may
 -- now also follow the registry (names and key; forget a dropped table), nothing else of it.
 REVOKE ALL ON FUNCTION rowcast.capture_ddl_v4() FROM PUBLIC;
@@ -397,10 +522,12 @@ ALTER FUNCTION rowcast.capture_ddl_v4() OWNER TO rowcast_capture;
 REVOKE CREATE ON SCHEMA rowcast FROM rowcast_capture;
 GRANT UPDATE (schema_name, table_name, pk_columns), DELETE ON rowcast.captured TO rowcast_capture;
 REVOKE ALL ON FUNCTION rowcast.ring() FROM PUBLIC;
+REVOKE ALL ON FUNCTION rowcast.capture_rows() FROM PUBLIC;
 REVOKE ALL ON FUNCTION rowcast.virtual_columns(oid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION rowcast.captured_virtual() FROM PUBLIC;
 GRANT CREATE ON SCHEMA rowcast TO rowcast_capture;
 ALTER FUNCTION rowcast.ring() OWNER TO rowcast_capture;
+ALTER FUNCTION rowcast.capture_rows() OWNER TO rowcast_capture;
 REVOKE CREATE ON SCHEMA rowcast FROM rowcast_capture;
 GRANT EXECUTE ON FUNCTION rowcast.virtual_columns(oid) TO rowcast_capture;
 

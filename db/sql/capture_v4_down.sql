@@ -3,6 +3,7 @@
 
 CREATE INDEX changes_xid_idx ON rowcast.changes (xid);
 DROP INDEX rowcast.changes_xid_id_idx;
+DROP FUNCTION rowcast.capture_rows();
 DROP TRIGGER changes_ring ON rowcast.changes;
 DROP FUNCTION rowcast.ring();
 DROP TRIGGER captured_virtual ON rowcast.captured;

@@ -210,7 +210,7 @@ def test_capture_status_follows_a_changed_primary_key_and_reports_a_dropped_one(
     # DDL tracking (capture_v4.sql) moves the registry to the new key.
     conn.execute("ALTER TABLE k DROP CONSTRAINT k_pkey, ADD PRIMARY KEY (a, b)")
     (k,) = capture.status(conn, "k")
-    assert k.ok and k.detail == "capture v3 on (a, b)"
+    assert k.ok and k.detail == "capture v4 on (a, b)"
     conn.execute("ALTER TABLE k DROP CONSTRAINT k_pkey")
     (k,) = capture.status(conn, "k")
     assert (k.status, k.detail) == (
@@ -327,6 +327,8 @@ def test_an_installation_on_v2_moves_to_the_current_capture_in_place(pg_server: 
                 "SELECT tgname, tgfoid::regproc::text FROM pg_trigger WHERE tgrelid = 'ledger'::regclass ORDER BY 1"
             ).fetchall()
             assert triggers == [
+                ("rowcast_capture_delete_v4", "rowcast.capture_rows"),
+                ("rowcast_capture_insert_v4", "rowcast.capture_rows"),
                 ("rowcast_capture_truncate_v3", "rowcast.capture_v3"),
                 ("rowcast_capture_v3", "rowcast.capture_v3"),
             ]

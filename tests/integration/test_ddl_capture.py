@@ -203,7 +203,7 @@ def test_renamed_table_is_followed_by_identity(db_url: str, conn: Conn, shelf: i
 
     verify = rowcast_cli("capture", "verify", url=db_url)
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    assert "public.rack\tok\tcapture v3 on (id)" in verify.stdout and "shelf" not in verify.stdout
+    assert "public.rack\tok\tcapture v4 on (id)" in verify.stdout and "shelf" not in verify.stdout
     old = rowcast_cli("capture", "verify", "shelf", url=db_url)
     assert old.returncode == 1
     assert old.stdout == "public.shelf\trenamed\trenamed to public.rack: use that name\n"
