@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
 from rowcast.embedded import EmbeddedPostgres
+from rowcast.errors import Unreachable
 from rowcast.settings import Settings
 
 
@@ -18,3 +24,27 @@ def resolve_url(settings: Settings, *, start: bool = True) -> str:
     if start:
         server.start()
     return server.url()
+
+
+def connect(url: str, application_name: str) -> psycopg.Connection[tuple[object, ...]]:
+    """An autocommit connection, or Unreachable saying in one line where and what to try."""
+    try:
+        return psycopg.connect(url, autocommit=True, application_name=application_name, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise Unreachable(
+            f"cannot connect to Postgres at {address(url)}: {_reason(exc)}; "
+            "is the server running? check DATABASE_URL (unset it for the embedded one)"
+        ) from None
+
+
+def address(url: str) -> str:
+    """host:port as libpq will try them (the PG* variables and its defaults filling the gaps)."""
+    params = conninfo_to_dict(url)
+    host = params.get("host") or os.environ.get("PGHOST") or "localhost"
+    port = params.get("port") or os.environ.get("PGPORT") or "5432"
+    return f"{host}:{port}"
+
+
+def _reason(exc: psycopg.OperationalError) -> str:
+    first = str(exc).strip().splitlines()[0]
+    return first.rpartition(" failed: ")[2].removeprefix("FATAL:").strip()
