@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+import psycopg
+
 from rowcast import __version__, names
 from rowcast.errors import RowcastError
 from rowcast.settings import Settings, from_env, parse_duration
@@ -105,20 +107,21 @@ DB_ACTIONS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from db import migrate
-    from rowcast.database import resolve_url
+    from rowcast.database import migration_errors, resolve_url
 
     settings = settings_from_args(args, auth="open")
     url = resolve_url(settings)
     _connect(settings).close()  # one line if nothing answers, before Alembic's traceback could
-    if args.downgrade:
-        migrate.downgrade(url, args.downgrade)
-        print(f"downgraded to {args.downgrade}")
-    else:
+    with migration_errors():
+        if args.downgrade:
+            migrate.downgrade(url, args.downgrade)
+            print(f"downgraded to {args.downgrade}")
+            return 0
         migrate.upgrade(url, args.revision)
-        print(f"migrated to {args.revision}")
-        if os.environ.get("ROWCAST_WAKE_MODE"):
-            with _connect(settings) as conn:
-                print(conn.execute("SELECT rowcast.set_wake_mode(%s)", (settings.wake_mode,)).fetchone()[0])
+    print(f"migrated to {args.revision}")
+    if os.environ.get("ROWCAST_WAKE_MODE"):
+        with _connect(settings) as conn:
+            print(conn.execute("SELECT rowcast.set_wake_mode(%s)", (settings.wake_mode,)).fetchone()[0])
     return 0
 
 
@@ -264,7 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_db_command(sub)
 
-    p = command(sub, "migrate", cmd_migrate, "upgrade the database to the latest schema (Alembic)")
+    p = command(
+        sub,
+        "migrate",
+        cmd_migrate,
+        "upgrade rowcast's schema in the database (Alembic), to the latest or to REVISION",
+        "Exit status 2 for an unknown revision.",
+    )
     p.add_argument(
         "revision",
         nargs="?",
@@ -323,6 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RowcastError as exc:
         print(f"rowcast: {exc}", file=sys.stderr)
         return exc.exit_code
+    except psycopg.Error as exc:  # what the server refused: its own first line
+        print(f"rowcast: Postgres refused: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
     except OSError as exc:  # e.g. a port taken between our check and the bind
         print(f"rowcast: {exc.strerror or exc}", file=sys.stderr)
         return 2

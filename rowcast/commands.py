@@ -137,12 +137,13 @@ def _serve_up(settings: Settings, demo: bool) -> int:
     """Migrate, capture the demo tables, and serve until stopped, on `settings.database_url`."""
     from db import capture, migrate
     from db.models import DEMO_TABLES
-    from rowcast.database import connect
+    from rowcast.database import connect, migration_errors
     from rowcast.server import create_app
 
     url = settings.database_url or ""
     connect(url, "rowcast-up").close()  # one line if nothing answers, before Alembic's traceback could
-    migrate.upgrade(url)
+    with migration_errors():
+        migrate.upgrade(url)
     with connect(url, "rowcast-up") as conn:
         if os.environ.get("ROWCAST_WAKE_MODE"):
             conn.execute("SELECT rowcast.set_wake_mode(%s)", (settings.wake_mode,))

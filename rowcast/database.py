@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from rowcast.embedded import EmbeddedPostgres
-from rowcast.errors import Unreachable
+from rowcast.errors import RowcastError, Unreachable
 from rowcast.settings import Settings
 
 
@@ -48,3 +50,20 @@ def address(url: str) -> str:
 def _reason(exc: psycopg.OperationalError) -> str:
     first = str(exc).strip().splitlines()[0]
     return first.rpartition(" failed: ")[2].removeprefix("FATAL:").strip()
+
+
+@contextlib.contextmanager
+def migration_errors() -> Iterator[None]:
+    """Alembic's failures as rowcast's: an unknown revision, or what Postgres refused (as psycopg
+    raised it, for the CLI to say in one line)."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        yield
+    except CommandError as exc:
+        raise RowcastError(f"migrate: {exc}") from None
+    except DBAPIError as exc:
+        if isinstance(exc.orig, psycopg.Error):
+            raise exc.orig from None
+        raise

@@ -11,6 +11,7 @@ import pytest
 
 from rowcast.cli import build_parser
 from tests.integration.test_cli import rowcast
+from tests.pg import Server
 from tests.servers import free_port
 
 # One invocation per subcommand and action, each complete but for what the test adds.
@@ -120,3 +121,18 @@ def test_an_unreachable_postgres_is_one_line_naming_host_and_port_and_exit_1(pg_
         assert line.endswith("is the server running? check DATABASE_URL (unset it for the embedded one)"), (
             line
         )
+
+
+def test_an_unknown_migration_revision_is_one_line_and_exit_2(db_url: str) -> None:
+    for argv in (("migrate", "nosuchrev"), ("migrate", "--downgrade", "nosuchrev")):
+        result = rowcast(*argv, env={"DATABASE_URL": db_url})
+        assert (
+            assert_one_line(result, 2) == "rowcast: migrate: Can't locate revision identified by 'nosuchrev'"
+        )
+
+
+def test_what_postgres_refuses_is_one_line_and_exit_1(pg_server: Server) -> None:
+    with pg_server.database(None) as empty:  # rowcast was never migrated here
+        result = rowcast("wake-mode", env={"DATABASE_URL": empty})
+    line = assert_one_line(result, 1)
+    assert line == 'rowcast: Postgres refused: schema "rowcast" does not exist', line
