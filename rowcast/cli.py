@@ -174,7 +174,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 EXIT_CODES = """exit status:
   0    done
-  1    a check failed (capture verify) or nothing answered (Postgres, the notifier for tail)
+  1    a check failed (capture verify), nothing answered (Postgres, the notifier for tail),
+       or Postgres refused what was asked
   2    usage or configuration error: unknown flag, bad value or DATABASE_URL, port in use
   3    db status: the embedded Postgres is stopped
   130  interrupted"""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -186,3 +187,25 @@ def test_tail_follows_rowcast_port_and_gives_up_in_one_line_when_nothing_answers
         env={"ROWCAST_PORT": str(port), "ROWCAST_URL": f"http://localhost:{other}"},
     )
     assert by_url.returncode == 1 and f"at http://localhost:{other} for 0.5s" in by_url.stderr
+
+
+def test_tail_retry_forever_says_once_that_nothing_answers_and_keeps_trying() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    tail = subprocess.Popen(
+        [ROWCAST, "tail", "books", "--url", url, "--retry-forever"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        tail.wait(3)
+    except subprocess.TimeoutExpired:  # still trying, as asked
+        tail.send_signal(signal.SIGINT)
+    out, err = tail.communicate(timeout=10)
+    assert tail.returncode == 0 and out == ""
+    assert err.splitlines() == [
+        f"-- no answer at {url} yet, retrying: "
+        "is `rowcast up` (or `rowcast notifier`) running there? set --url or ROWCAST_URL"
+    ]
