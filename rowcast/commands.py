@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from rowcast import jsonexact
 from rowcast.errors import ConfigError, RowcastError, Unreachable
@@ -280,6 +281,12 @@ def format_change(change: Any) -> str:
     return f"{at}  {change.op.upper():8} {change.table} {pk}{moved}  by {who} via {via}  {detail}".rstrip()
 
 
+def check_notifier_url(url: str, shown: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
+        raise ConfigError(f"{shown} is not a notifier URL: use http(s)://HOST:PORT or ws(s)://HOST:PORT")
+
+
 HINT = "is `rowcast up` (or `rowcast notifier`) running there? set --url or ROWCAST_URL"
 
 
@@ -327,6 +334,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
     from_env(auth="open")  # the environment every command reads must be valid
     url = args.url or default_url()
+    source = "--url" if args.url else "ROWCAST_URL" if os.environ.get("ROWCAST_URL") else "ROWCAST_HOST"
+    check_notifier_url(url, f"{source} {url!r}")
     token = args.token or os.environ.get("ROWCAST_TOKEN")
     where = parse_where(args.where)
     give_up = None if args.retry_forever else parse_duration(args.give_up_after)

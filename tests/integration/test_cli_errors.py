@@ -136,3 +136,18 @@ def test_what_postgres_refuses_is_one_line_and_exit_1(pg_server: Server) -> None
         result = rowcast("wake-mode", env={"DATABASE_URL": empty})
     line = assert_one_line(result, 1)
     assert line == 'rowcast: Postgres refused: schema "rowcast" does not exist', line
+
+
+@pytest.mark.parametrize(
+    ("flag", "env", "shown"),
+    [
+        (["--url", "notaurl"], {}, "--url 'notaurl'"),
+        ([], {"ROWCAST_URL": "ftp://127.0.0.1:8080"}, "ROWCAST_URL 'ftp://127.0.0.1:8080'"),
+        (["--url", "http://"], {}, "--url 'http://'"),
+    ],
+)
+def test_a_bad_notifier_url_is_one_line_and_exit_2(flag: list[str], env: dict[str, str], shown: str) -> None:
+    result = rowcast("tail", "books", *flag, env=env)
+    assert assert_one_line(result, 2) == (
+        f"rowcast: {shown} is not a notifier URL: use http(s)://HOST:PORT or ws(s)://HOST:PORT"
+    )
