@@ -336,8 +336,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except psycopg.Error as exc:  # what the server refused: its own first line
         print(f"rowcast: Postgres refused: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
         return 1
-    except OSError as exc:  # e.g. a port taken between our check and the bind
-        print(f"rowcast: {exc.strerror or exc}", file=sys.stderr)
+    except OSError as exc:  # e.g. a port taken between our check and the bind, a data dir not made
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"rowcast: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

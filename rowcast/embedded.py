@@ -97,7 +97,9 @@ class EmbeddedPostgres:
     def port(self) -> int:
         state = self._read_state()
         if "port" not in state:
-            raise EmbeddedPostgresError(f"no embedded Postgres initialised in {self.data_dir}")
+            raise EmbeddedPostgresError(
+                f"no embedded Postgres initialised in {self.data_dir}: run `rowcast db start` first"
+            )
         return int(state["port"])
 
     @property

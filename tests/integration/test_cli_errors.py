@@ -151,3 +151,15 @@ def test_a_bad_notifier_url_is_one_line_and_exit_2(flag: list[str], env: dict[st
     assert assert_one_line(result, 2) == (
         f"rowcast: {shown} is not a notifier URL: use http(s)://HOST:PORT or ws(s)://HOST:PORT"
     )
+
+
+def test_a_data_dir_that_cannot_be_made_is_one_line_naming_it() -> None:
+    result = rowcast("db", "start", "--data-dir", "/proc/no-such/rowcast")
+    assert assert_one_line(result, 2) == "rowcast: No such file or directory: /proc/no-such"
+
+
+def test_db_url_before_any_start_says_what_to_run(pg_tmp: Path) -> None:
+    result = rowcast("db", "url", "--data-dir", str(pg_tmp / "fresh"))
+    assert assert_one_line(result, 2) == (
+        f"rowcast: no embedded Postgres initialised in {pg_tmp / 'fresh'}: run `rowcast db start` first"
+    )
