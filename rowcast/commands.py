@@ -130,7 +130,8 @@ def _left_running(settings: Settings, started_embedded: bool) -> str:
     if not started_embedded:
         return ""
     if settings.keep_db:
-        return f"; the embedded Postgres keeps running (ROWCAST_KEEP_DB=1): rowcast db stop --data-dir {settings.data_dir}"
+        stop = shlex.join(["rowcast", "db", "stop", "--data-dir", str(settings.data_dir)])
+        return f"; the embedded Postgres keeps running (ROWCAST_KEEP_DB=1): {stop} stops it"
     return "; embedded Postgres stopped"
 
 

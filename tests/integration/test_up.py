@@ -23,10 +23,10 @@ from tests.servers import free_port, wait_healthy, ws_connect
 
 
 class Up:
-    def __init__(self, data_dir: Path, *extra: str) -> None:
+    def __init__(self, data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "PG", "ROWCAST_"))}
-        env["ROWCAST_DATA_DIR"] = str(data_dir)
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "PG", "ROWCAST_"))}
+        env = {**base, "ROWCAST_DATA_DIR": str(data_dir), **(env or {})}
         self.proc = subprocess.Popen(
             [ROWCAST, "up", "--port", str(self.port), *extra],
             env=env,
@@ -211,6 +211,22 @@ def test_banner_psql_line_runs_when_the_embedded_server_was_already_running(data
         assert rowcast("db", "status", env=env).returncode == 0
     finally:
         rowcast("db", "stop", env=env)
+
+
+@pytest.mark.timeout(120)
+def test_with_keep_db_the_stop_line_says_the_server_runs_on_and_how_to_stop_it(data_dir: Path) -> None:
+    up = Up(data_dir, env={"ROWCAST_KEEP_DB": "1"})
+    up.read_until("rowcast is up:")
+    asyncio.run(wait_healthy(up.base))
+    try:
+        assert up.interrupt() == 0
+        assert up.lines[-1] == (
+            "rowcast stopped; the embedded Postgres keeps running (ROWCAST_KEEP_DB=1): "
+            f"rowcast db stop --data-dir {data_dir} stops it"
+        ), up.lines
+        assert rowcast("db", "status", env={"ROWCAST_DATA_DIR": str(data_dir)}).returncode == 0
+    finally:
+        rowcast("db", "stop", env={"ROWCAST_DATA_DIR": str(data_dir)})
 
 
 def test_port_taken_gives_one_clear_line(data_dir: Path) -> None:
