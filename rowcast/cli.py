@@ -107,11 +107,11 @@ DB_ACTIONS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from db import migrate
-    from rowcast.database import migration_errors, resolve_url
+    from rowcast.database import connect_supported, migration_errors, resolve_url
 
     settings = settings_from_args(args, auth="open")
     url = resolve_url(settings)
-    _connect(settings).close()  # one line if nothing answers, before Alembic's traceback could
+    connect_supported(url, "rowcast-migrate")  # one line if not, before Alembic's traceback could
     with migration_errors():
         if args.downgrade:
             migrate.downgrade(url, args.downgrade)

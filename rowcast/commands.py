@@ -139,11 +139,11 @@ def _serve_up(settings: Settings, demo: bool) -> int:
     """Migrate, capture the demo tables, and serve until stopped, on `settings.database_url`."""
     from db import capture, migrate
     from db.models import DEMO_TABLES
-    from rowcast.database import connect, migration_errors
+    from rowcast.database import connect, connect_supported, migration_errors
     from rowcast.server import create_app
 
     url = settings.database_url or ""
-    connect(url, "rowcast-up").close()  # one line if nothing answers, before Alembic's traceback could
+    connect_supported(url, "rowcast-up")  # one line if not, before Alembic's traceback could
     with migration_errors():
         migrate.upgrade(url)
     with connect(url, "rowcast-up") as conn:

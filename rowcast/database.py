@@ -10,7 +10,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from rowcast.embedded import EmbeddedPostgres
-from rowcast.errors import RowcastError, Unreachable
+from rowcast.errors import ConfigError, RowcastError, Unreachable
 from rowcast.settings import Settings
 
 
@@ -37,6 +37,25 @@ def connect(url: str, application_name: str) -> psycopg.Connection[tuple[object,
             f"cannot connect to Postgres at {address(url)}: {_reason(exc)}; "
             "is the server running? check DATABASE_URL (unset it for the embedded one)"
         ) from None
+
+
+OLDEST_SUPPORTED = 130000  # the xid8 functions (pg_current_xact_id, pg_snapshot) came in 13
+
+
+def require_supported(server_version: int) -> None:
+    """Refuse a Postgres too old for rowcast's SQL (server_version as libpq reports it)."""
+    if server_version < OLDEST_SUPPORTED:
+        major, minor = divmod(server_version, 10000)
+        raise ConfigError(
+            f"Postgres {major}.{minor} is too old: rowcast needs 13 or later (the xid8 functions); "
+            "tested on 15 and 18"
+        )
+
+
+def connect_supported(url: str, application_name: str) -> None:
+    """Check, before migrating, that Postgres answers at `url` and is recent enough."""
+    with connect(url, application_name) as conn:
+        require_supported(conn.info.server_version)
 
 
 def address(url: str) -> str:
