@@ -7,7 +7,10 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
+
+import psycopg
 
 from rowcast import __version__, names
 from rowcast.errors import RowcastError
@@ -30,52 +33,73 @@ def settings_from_args(args: argparse.Namespace, **defaults: Any) -> Settings:
 
 
 def _connect(settings: Settings) -> Any:
-    import psycopg
+    from rowcast.database import connect, resolve_url
 
-    from rowcast.database import resolve_url
-
-    try:
-        return psycopg.connect(resolve_url(settings), autocommit=True, application_name="rowcast-cli")
-    except psycopg.OperationalError as exc:
-        raise RowcastError(f"cannot connect to Postgres: {str(exc).strip().splitlines()[0]}") from None
+    return connect(resolve_url(settings), "rowcast-cli")
 
 
 # -- db ----------------------------------------------------------------------------------------
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from rowcast.database import embedded
-
     settings = settings_from_args(args, auth="open")
     if settings.database_url is not None and args.action in ("start", "stop"):
         raise RowcastError("DATABASE_URL is set: `rowcast db start|stop` manage only the embedded Postgres")
+    return DB_ACTIONS[args.action](settings, args)
+
+
+def _db_start(settings: Settings, args: argparse.Namespace) -> int:
+    from rowcast.database import embedded
+
     server = embedded(settings)
-    if args.action == "start":
-        started = server.start()
-        print(f"embedded Postgres {'started' if started else 'already running'}: {server.url()}")
-    elif args.action == "stop":
-        print("embedded Postgres stopped" if server.stop() else "embedded Postgres was not running")
-    elif args.action == "status":
-        if settings.database_url is not None:
-            print("using DATABASE_URL (no embedded Postgres)")
-            return 0
-        running = server.is_running()
-        print(
-            f"embedded Postgres in {server.data_dir}: {'running on ' + server.url() if running else 'stopped'}"
-        )
-        return 0 if running else 3
-    elif args.action == "url":
-        from rowcast.database import resolve_url
-
-        print(resolve_url(settings, start=False))
-    elif args.action == "psql":
-        from rowcast.database import resolve_url
-        from rowcast.embedded import binary
-
-        url = resolve_url(settings)
-        psql = str(binary("psql"))
-        os.execv(psql, [psql, url, *args.psql_args])  # noqa: S606 -- hand the terminal to psql
+    started = server.start()
+    print(f"embedded Postgres {'started' if started else 'already running'}: {server.url()}")
     return 0
+
+
+def _db_stop(settings: Settings, args: argparse.Namespace) -> int:
+    from rowcast.database import embedded
+
+    print("embedded Postgres stopped" if embedded(settings).stop() else "embedded Postgres was not running")
+    return 0
+
+
+def _db_status(settings: Settings, args: argparse.Namespace) -> int:
+    from rowcast.database import embedded
+
+    if settings.database_url is not None:
+        print("using DATABASE_URL (no embedded Postgres)")
+        return 0
+    server = embedded(settings)
+    running = server.is_running()
+    print(f"embedded Postgres in {server.data_dir}: {'running on ' + server.url() if running else 'stopped'}")
+    return 0 if running else 3
+
+
+def _db_url(settings: Settings, args: argparse.Namespace) -> int:
+    from rowcast.database import resolve_url
+
+    print(resolve_url(settings, start=False))
+    return 0
+
+
+def _db_psql(settings: Settings, args: argparse.Namespace) -> int:
+    from rowcast.database import connect, resolve_url
+    from rowcast.embedded import binary
+
+    url = resolve_url(settings)
+    connect(url, "rowcast-cli").close()  # nothing answering is one line here, not psql's two
+    psql = str(binary("psql"))
+    os.execv(psql, [psql, url, *args.psql_args])  # noqa: S606 -- hand the terminal to psql
+
+
+DB_ACTIONS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "start": _db_start,
+    "stop": _db_stop,
+    "status": _db_status,
+    "url": _db_url,
+    "psql": _db_psql,
+}
 
 
 # -- migrate / capture / prune ------------------------------------------------------------------
@@ -83,19 +107,21 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from db import migrate
-    from rowcast.database import resolve_url
+    from rowcast.database import connect_supported, migration_errors, resolve_url
 
     settings = settings_from_args(args, auth="open")
     url = resolve_url(settings)
-    if args.downgrade:
-        migrate.downgrade(url, args.downgrade)
-        print(f"downgraded to {args.downgrade}")
-    else:
+    connect_supported(url, "rowcast-migrate")  # one line if not, before Alembic's traceback could
+    with migration_errors():
+        if args.downgrade:
+            migrate.downgrade(url, args.downgrade)
+            print(f"downgraded to {args.downgrade}")
+            return 0
         migrate.upgrade(url, args.revision)
-        print(f"migrated to {args.revision}")
-        if os.environ.get("ROWCAST_WAKE_MODE"):
-            with _connect(settings) as conn:
-                print(conn.execute("SELECT rowcast.set_wake_mode(%s)", (settings.wake_mode,)).fetchone()[0])
+    print(f"migrated to {args.revision}")
+    if os.environ.get("ROWCAST_WAKE_MODE"):
+        with _connect(settings) as conn:
+            print(conn.execute("SELECT rowcast.set_wake_mode(%s)", (settings.wake_mode,)).fetchone()[0])
     return 0
 
 
@@ -146,45 +172,137 @@ def cmd_prune(args: argparse.Namespace) -> int:
 # -- parser ------------------------------------------------------------------------------------
 
 
+EXIT_CODES = """exit status:
+  0    done
+  1    a check failed (capture verify), nothing answered (Postgres, the notifier for tail),
+       or Postgres refused what was asked
+  2    usage or configuration error: unknown flag, bad value or DATABASE_URL, port in use
+  3    db status: the embedded Postgres is stopped
+  130  interrupted"""
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors in one line: what is wrong, and where the help is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def add_db_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--database-url", dest="database_url", help="Postgres URL (default: $DATABASE_URL or embedded)"
     )
-    parser.add_argument("--data-dir", dest="data_dir", help="embedded Postgres data dir ($ROWCAST_DATA_DIR)")
+    parser.add_argument(
+        "--data-dir", dest="data_dir", type=Path, help="embedded Postgres data dir ($ROWCAST_DATA_DIR)"
+    )
+
+
+def command(
+    sub: Any, name: str, handler: Handler, summary: str, details: str = ""
+) -> argparse.ArgumentParser:
+    """A subcommand whose --help says what it does (and, in `details`, its exit status)."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=summary, description=f"{summary[0].upper()}{summary[1:]}. {details}".strip()
+    )
+    parser.set_defaults(handler=handler, parser=parser)
+    return parser
+
+
+DB_HELP = {
+    "start": ("initialise (first time) and start the embedded Postgres", "Prints its URL."),
+    "stop": ("stop the embedded Postgres", ""),
+    "status": ("say whether the embedded Postgres runs", "Exit status 3 when it is stopped."),
+    "url": ("print the database URL rowcast uses (psql and psycopg accept it)", ""),
+    "psql": (
+        "open the bundled psql on the database",
+        "Arguments for psql go after --, e.g. rowcast db psql -- -c 'SELECT 1'.",
+    ),
+}
+
+CAPTURE_HELP = {
+    "enable": ("capture TABLE's changes (installs the trigger; idempotent)", ""),
+    "disable": ("stop capturing TABLE (its logged changes stay)", ""),
+    "list": ("list captured tables (or the ones named) with their trigger's status", ""),
+    "verify": (
+        "like list, and check every trigger is installed and current",
+        "Exit status 1 when a table needs attention (rowcast capture enable TABLE repairs it).",
+    ),
+}
+
+
+def add_db_command(sub: Any) -> None:
+    p = sub.add_parser("db", help="manage the embedded Postgres", description="Manage the embedded Postgres.")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, (summary, details) in DB_HELP.items():
+        action = command(actions, name, cmd_db, summary, details)
+        add_db_flags(action)
+        if name == "psql":
+            action.add_argument("psql_args", nargs="*", metavar="-- PSQL_ARG", help="arguments for psql")
+
+
+def add_capture_command(sub: Any) -> None:
+    p = sub.add_parser(
+        "capture",
+        help="enable, disable, list or verify capture on tables",
+        description='Manage capture. TABLE is read as Postgres reads names: books, audit.log, co."x.y".',
+    )
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, (summary, details) in CAPTURE_HELP.items():
+        action = command(actions, name, cmd_capture, summary, details)
+        needed = "+" if name in ("enable", "disable") else "*"
+        action.add_argument(
+            "tables", nargs=needed, metavar="TABLE", help="schema.table (default schema: public)"
+        )
+        add_db_flags(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rowcast", description="Every Postgres row change as a live event.")
+    parser = Parser(
+        prog="rowcast",
+        description="Every Postgres row change as a live event.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"rowcast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("db", help="manage the embedded Postgres")
-    p.add_argument("action", choices=["start", "stop", "status", "url", "psql"])
-    p.add_argument("psql_args", nargs=argparse.REMAINDER, help="extra arguments for psql")
-    add_db_flags(p)
-    p.set_defaults(handler=cmd_db)
+    add_db_command(sub)
 
-    p = sub.add_parser("migrate", help="run database migrations (Alembic upgrade head)")
-    p.add_argument("revision", nargs="?", default="head")
+    p = command(
+        sub,
+        "migrate",
+        cmd_migrate,
+        "upgrade rowcast's schema in the database (Alembic), to the latest or to REVISION",
+        "Exit status 2 for an unknown revision.",
+    )
+    p.add_argument(
+        "revision",
+        nargs="?",
+        default="head",
+        help="Alembic revision to upgrade to (default: head, the latest)",
+    )
     p.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION instead (e.g. base)")
     add_db_flags(p)
-    p.set_defaults(handler=cmd_migrate)
 
-    p = sub.add_parser("capture", help="enable, disable, list or verify capture on tables")
-    p.add_argument("action", choices=["enable", "disable", "list", "verify"])
-    p.add_argument("tables", nargs="*", metavar="TABLE", help="schema.table (default schema: public)")
+    add_capture_command(sub)
+
+    p = command(
+        sub, "wake-mode", cmd_wake_mode, "show or set the database's wake-up mode (notify | coalesced)"
+    )
+    p.add_argument(
+        "mode", nargs="?", choices=["notify", "coalesced"], help="the mode to set (default: show it)"
+    )
     add_db_flags(p)
-    p.set_defaults(handler=cmd_capture)
 
-    p = sub.add_parser("wake-mode", help="show or set the database's wake-up mode (notify | coalesced)")
-    p.add_argument("mode", nargs="?", choices=["notify", "coalesced"])
-    add_db_flags(p)
-    p.set_defaults(handler=cmd_wake_mode)
-
-    p = sub.add_parser("prune", help="remove old events from the change log")
+    p = command(
+        sub,
+        "prune",
+        cmd_prune,
+        "remove old events from the change log",
+        "Only changes every running snapshot already sees; prints the highest xid removed.",
+    )
     p.add_argument("--older-than", default="24h", help="age to keep, e.g. 24h, 7d (default 24h)")
     add_db_flags(p)
-    p.set_defaults(handler=cmd_prune)
 
     for register in _extra_commands():
         register(sub)
@@ -199,10 +317,9 @@ def _extra_commands() -> list[Callable[[Any], None]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command == "capture" and args.action in ("enable", "disable") and not args.tables:
-        parser.error(f"capture {args.action} needs at least one TABLE")
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # said by the subcommand that was given them, with its own --help
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(
         level=os.environ.get("ROWCAST_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -215,9 +332,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except RowcastError as exc:
         print(f"rowcast: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # e.g. a port taken between our check and the bind
-        print(f"rowcast: {exc.strerror or exc}", file=sys.stderr)
+        return exc.exit_code
+    except psycopg.Error as exc:  # what the server refused: its own first line
+        print(f"rowcast: Postgres refused: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. a port taken between our check and the bind, a data dir not made
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"rowcast: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

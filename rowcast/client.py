@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -141,6 +142,30 @@ class RowRule:
         return True
 
 
+def default_url() -> str:
+    """Where `rowcast tail` and the README's examples look: $ROWCAST_URL, else the notifier that
+    `rowcast up` starts with the same environment (http://$ROWCAST_HOST:$ROWCAST_PORT, by default
+    http://127.0.0.1:8080; a wildcard bind is reached on loopback)."""
+    if os.environ.get("ROWCAST_URL"):
+        return os.environ["ROWCAST_URL"]
+    host = os.environ.get("ROWCAST_HOST") or "127.0.0.1"
+    host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)  # noqa: S104
+    return f"http://{host}:{os.environ.get('ROWCAST_PORT') or 8080}"
+
+
+def _log_failure(url: str, failures: int, exc: BaseException) -> None:
+    """Each failed attempt at debug level; the 3rd in a row and every 20th after as a warning."""
+    level = logging.WARNING if failures == 3 or failures % 20 == 0 else logging.DEBUG
+    log.log(
+        level,
+        "no rowcast notifier answers at %s (%d attempts, last: %s); still retrying: "
+        "is the server running, and is the URL right (ROWCAST_URL)?",
+        url,
+        failures,
+        str(exc) or type(exc).__name__,
+    )
+
+
 def ws_url(url: str) -> str:
     base = url.rstrip("/")
     if base.startswith("http"):
@@ -172,11 +197,14 @@ async def subscribe(
 
     `on_status(state, cursor)` hears "live", "reconnecting" and each new cursor ("checkpoint").
     `on_schema(frame)` hears each `schema_changed` frame (the table's columns, key, former name).
+    When no notifier answers at `url`, it keeps trying and logs a warning on the 3rd failure in a
+    row and every 20th after (logger `rowcast.client`).
     """
     rule = rule or RowRule()
     own_session = session is None
     http = session or aiohttp.ClientSession()
     delay = 0.1
+    failures = 0
     try:
         while True:
             headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -215,7 +243,7 @@ async def subscribe(
                         elif kind in ("checkpoint", "subscribed"):
                             cursor = data["cursor"]
                             if kind == "subscribed":
-                                delay = 0.1
+                                delay, failures = 0.1, 0
                                 if on_status:
                                     on_status("live", cursor)
                             elif on_status:
@@ -238,9 +266,13 @@ async def subscribe(
                     ) from None
                 if exc.status in (401, 403) and get_token is not None:
                     token = await get_token()
+                else:  # something else answers there (404: not a notifier)
+                    failures += 1
+                    _log_failure(url, failures, exc)
                 close_code = None
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                log.info("connection to %s failed: %s", url, exc)
+                failures += 1
+                _log_failure(url, failures, exc)
                 close_code = None
             if on_status:
                 on_status("reconnecting", cursor)

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
+import logging
 import os
 import shlex
 import socket
 import sys
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from rowcast import jsonexact
-from rowcast.errors import ConfigError, RowcastError
+from rowcast.errors import ConfigError, RowcastError, Unreachable
 from rowcast.settings import Settings, from_env, parse_duration
 
 
@@ -102,11 +106,7 @@ def cmd_notifier(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from db import capture, migrate
-    from db.models import DEMO_TABLES
     from rowcast.database import embedded, resolve_url
-    from rowcast.embedded import binary
-    from rowcast.server import create_app
 
     settings = _settings(args, "open")
     check_port(settings.host, settings.port)
@@ -118,43 +118,64 @@ def cmd_up(args: argparse.Namespace) -> int:
     else:
         url = resolve_url(settings)
     try:
-        migrate.upgrade(url)
-        import psycopg
-
-        with psycopg.connect(url, autocommit=True, application_name="rowcast-up") as conn:
-            if os.environ.get("ROWCAST_WAKE_MODE"):
-                conn.execute("SELECT rowcast.set_wake_mode(%s)", (settings.wake_mode,))
-            for table in DEMO_TABLES:
-                if not capture.status(conn, table)[0].ok:
-                    capture.enable(conn, table)
-            if args.demo:
-                _seed(conn)
-        settings = settings.replace(database_url=url)
-        app = create_app(settings)
-        page = f"http://{settings.host}:{settings.port}/"
-        # Quoted: the embedded URL ends in ?passfile=..., and `?` is a glob character to a shell.
-        psql = shlex.join(
-            [str(binary("psql")) if settings.uses_embedded or started_embedded else "psql", url]
-        )
-
-        def banner() -> None:
-            print(f"rowcast is up: {page}", flush=True)
-            if settings.auth == "open":
-                print(
-                    "auth: open — anyone who can reach this port can read and write (ROWCAST_AUTH=token to lock it)"
-                )
-            print(f"psql:  {psql}")
-            print("       INSERT INTO books (title, author) VALUES ('Typed in psql', 'A DBA');")
-            print(
-                f"curl:  curl -s -X POST {page}api/books -H 'Content-Type: application/json' "
-                '-d \'{"title": "From curl", "author": "me"}\''
-            )
-            print("Ctrl-C to stop.", flush=True)
-
-        return run_app(app, settings, banner)
+        code = _serve_up(settings.replace(database_url=url), args.demo)
     finally:
         if started_embedded and not settings.keep_db:
             embedded(settings).stop()
+    print(f"rowcast stopped{_left_running(settings, started_embedded)}", flush=True)
+    return code
+
+
+def _left_running(settings: Settings, started_embedded: bool) -> str:
+    if not started_embedded:
+        return ""
+    if settings.keep_db:
+        stop = shlex.join(["rowcast", "db", "stop", "--data-dir", str(settings.data_dir)])
+        return f"; the embedded Postgres keeps running (ROWCAST_KEEP_DB=1): {stop} stops it"
+    return "; embedded Postgres stopped"
+
+
+def _serve_up(settings: Settings, demo: bool) -> int:
+    """Migrate, capture the demo tables, and serve until stopped, on `settings.database_url`."""
+    from db import capture, migrate
+    from db.models import DEMO_TABLES
+    from rowcast.database import connect, connect_supported, migration_errors
+    from rowcast.server import create_app
+
+    url = settings.database_url or ""
+    connect_supported(url, "rowcast-up")  # one line if not, before Alembic's traceback could
+    with migration_errors():
+        migrate.upgrade(url)
+    with connect(url, "rowcast-up") as conn:
+        if os.environ.get("ROWCAST_WAKE_MODE"):
+            conn.execute("SELECT rowcast.set_wake_mode(%s)", (settings.wake_mode,))
+        for table in DEMO_TABLES:
+            if not capture.status(conn, table)[0].ok:
+                capture.enable(conn, table)
+        if demo:
+            _seed(conn)
+    return run_app(create_app(settings), settings, lambda: _up_banner(settings))
+
+
+def _up_banner(settings: Settings) -> None:
+    from rowcast.embedded import binary
+
+    page = f"http://{settings.host}:{settings.port}/"
+    # The bundled psql: there whatever the machine has installed. Quoted: the embedded URL ends
+    # in ?passfile=..., and `?` is a glob character to a shell.
+    psql = shlex.join([str(binary("psql")), settings.database_url or ""])
+    print(f"rowcast is up: {page}", flush=True)
+    if settings.auth == "open":
+        print(
+            "auth: open — anyone who can reach this port can read and write (ROWCAST_AUTH=token to lock it)"
+        )
+    print(f"psql:  {psql}")
+    print("       INSERT INTO books (title, author) VALUES ('Typed in psql', 'A DBA');")
+    print(
+        f"curl:  curl -s -X POST {page}api/books -H 'Content-Type: application/json' "
+        '-d \'{"title": "From curl", "author": "me"}\''
+    )
+    print("Ctrl-C to stop.", flush=True)
 
 
 DEMO_BOOKS = [
@@ -188,13 +209,21 @@ def split(values: list[str] | None) -> list[str] | None:
     return None if values is None else [t for v in values for t in v.split(",") if t]
 
 
+MIN_SECRET_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     from rowcast.auth import issue_token
 
     settings = from_env(auth="open")
-    secret = os.environ.get("ROWCAST_JWT_SECRET") or settings.jwt_secret
+    secret = settings.jwt_secret
     if not secret:
         raise ConfigError("ROWCAST_JWT_SECRET must be set to issue tokens")
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"ROWCAST_JWT_SECRET is {len(secret.encode())} bytes: HS256 needs at least {MIN_SECRET_BYTES} "
+            "(e.g. python3 -c 'import secrets; print(secrets.token_hex(32))')"
+        )
     token = issue_token(
         secret,
         args.sub,
@@ -253,24 +282,74 @@ def format_change(change: Any) -> str:
     return f"{at}  {change.op.upper():8} {change.table} {pk}{moved}  by {who} via {via}  {detail}".rstrip()
 
 
-def cmd_tail(args: argparse.Namespace) -> int:
-    from rowcast.client import ResyncRequired, SubscriptionError, subscribe
+def check_notifier_url(url: str, shown: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
+        raise ConfigError(f"{shown} is not a notifier URL: use http(s)://HOST:PORT or ws(s)://HOST:PORT")
 
-    url = args.url or os.environ.get("ROWCAST_URL") or "http://127.0.0.1:8080"
+
+HINT = "is `rowcast up` (or `rowcast notifier`) running there? set --url or ROWCAST_URL"
+
+
+@dataclasses.dataclass
+class Patience:
+    """tail's view of its connection: a ready line when live, one line when it is lost, and an
+    Unreachable error once nothing has answered for `give_up` seconds (None: never)."""
+
+    url: str
+    table: str
+    give_up: float | None
+    json: bool
+    down_since: float | None = dataclasses.field(default_factory=time.monotonic)
+    told: bool = False
+
+    def status(self, state: str, cursor: str | None) -> None:
+        if state == "live":
+            self.down_since, self.told = None, False
+            self._ready(cursor)
+        elif state == "reconnecting":
+            self._down()
+
+    def _ready(self, cursor: str | None) -> None:
+        if self.json:
+            ready = {"type": "ready", "url": self.url, "table": self.table, "cursor": cursor}
+            print(jsonexact.dumps(ready), flush=True)
+        else:
+            print(f"-- live ({self.url})", file=sys.stderr, flush=True)
+
+    def _down(self) -> None:
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since = now
+            if not self.json:
+                print(f"-- reconnecting ({self.url})", file=sys.stderr, flush=True)
+        if self.give_up is not None and now - self.down_since >= self.give_up:
+            raise Unreachable(f"no rowcast notifier answered at {self.url} for {self.give_up:g}s: {HINT}")
+        if self.give_up is None and not self.told:
+            self.told = True
+            print(f"-- no answer at {self.url} yet, retrying: {HINT}", file=sys.stderr, flush=True)
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from rowcast.client import ResyncRequired, SubscriptionError, default_url, subscribe
+
+    from_env(auth="open")  # the environment every command reads must be valid
+    url = args.url or default_url()
+    source = "--url" if args.url else "ROWCAST_URL" if os.environ.get("ROWCAST_URL") else "ROWCAST_HOST"
+    check_notifier_url(url, f"{source} {url!r}")
     token = args.token or os.environ.get("ROWCAST_TOKEN")
     where = parse_where(args.where)
-
-    def status(state: str, cursor: str | None) -> None:
-        if state in ("live", "reconnecting") and not args.json:
-            print(f"-- {state} ({url})", file=sys.stderr, flush=True)
+    give_up = None if args.retry_forever else parse_duration(args.give_up_after)
+    patience = Patience(url, args.table, give_up, args.json)
+    logging.getLogger("rowcast.client").setLevel(logging.ERROR)  # tail says it itself, once
 
     async def run() -> None:
         async for change in subscribe(
-            url, args.table, where=where, cursor=args.cursor, token=token, on_status=status
+            url, args.table, where=where, cursor=args.cursor, token=token, on_status=patience.status
         ):
             if args.json:
                 # Decimal stays a JSON number, exactly as Postgres wrote it.
-                print(jsonexact.dumps(change.__dict__, default=str), flush=True)
+                print(jsonexact.dumps({"type": "change", **change.__dict__}, default=str), flush=True)
             else:
                 print(format_change(change), flush=True)
 
@@ -288,21 +367,44 @@ def cmd_tail(args: argparse.Namespace) -> int:
 # -- registration ------------------------------------------------------------------------------
 
 
+TAIL_DETAILS = (
+    "Connects to the notifier at --url, else $ROWCAST_URL, else http://$ROWCAST_HOST:$ROWCAST_PORT "
+    "(default http://127.0.0.1:8080). Prints a ready line when subscribed (--json: "
+    '{"type": "ready", ...} on stdout; else "-- live (URL)" on stderr), then one line per change. '
+    "Exit status 1 when nothing answers for --give-up-after, 2 when the server refuses the "
+    "subscription (unknown table or column, bad token), 0 on Ctrl-C."
+)
+
+
 def register(sub: Any) -> None:
-    p = sub.add_parser("up", help="run api + notifier + web page on one port (embedded Postgres if none)")
+    from rowcast.cli import command
+
+    p = command(
+        sub,
+        "up",
+        cmd_up,
+        "run api + notifier + web page on one port (embedded Postgres if none)",
+        "Migrates the database, captures the demo tables and prints the page URL and a psql line. "
+        "Auth is open unless ROWCAST_AUTH=token. Ctrl-C or SIGTERM stops it (exit status 0).",
+    )
     _serve_flags(p)
     p.add_argument("--demo", action="store_true", help="seed a few demo books (once)")
-    p.set_defaults(handler=cmd_up)
 
-    p = sub.add_parser("api", help="run the REST API (production: token auth by default)")
+    p = command(sub, "api", cmd_api, "run the REST API (production: token auth by default)")
     _serve_flags(p)
-    p.set_defaults(handler=cmd_api)
 
-    p = sub.add_parser("notifier", help="run the notifier: /ws, /sse, /changes (token auth by default)")
+    p = command(
+        sub, "notifier", cmd_notifier, "run the notifier: /ws, /sse, /changes (token auth by default)"
+    )
     _serve_flags(p)
-    p.set_defaults(handler=cmd_notifier)
 
-    p = sub.add_parser("token", help="issue a JWT for the API and the notifier ($ROWCAST_JWT_SECRET)")
+    p = command(
+        sub,
+        "token",
+        cmd_token,
+        "issue a JWT for the API and the notifier ($ROWCAST_JWT_SECRET)",
+        "The secret must be at least 32 bytes (exit status 2 otherwise).",
+    )
     p.add_argument("--sub", required=True, help="subject (user id)")
     p.add_argument(
         "--read", action="append", help="readable table(s); repeat or comma-separate (default: all)"
@@ -316,16 +418,22 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--metrics", action="store_true", help="may read the notifier's /metrics")
     p.add_argument("--ttl", default="1h", help="lifetime, e.g. 15m, 1h, 7d (default 1h)")
-    p.set_defaults(handler=cmd_token)
 
-    p = sub.add_parser("tail", help="watch a table's changes live in the terminal")
+    p = command(sub, "tail", cmd_tail, "watch a table's changes live in the terminal", TAIL_DETAILS)
     p.add_argument("table")
     p.add_argument("--where", help='filter: JSON {"col": {"op": value}} or col=value,col2=value')
     p.add_argument("--cursor", help="resume from this cursor")
-    p.add_argument("--json", action="store_true", help="one JSON event per line")
-    p.add_argument("--url", help="notifier URL ($ROWCAST_URL, default http://127.0.0.1:8080)")
+    p.add_argument("--json", action="store_true", help="one JSON line per event")
+    p.add_argument("--url", help="notifier URL ($ROWCAST_URL, default http://$ROWCAST_HOST:$ROWCAST_PORT)")
     p.add_argument("--token", help="token ($ROWCAST_TOKEN)")
-    p.set_defaults(handler=cmd_tail)
+    patience = p.add_mutually_exclusive_group()
+    patience.add_argument(
+        "--give-up-after",
+        default="10s",
+        metavar="DURATION",
+        help="exit (status 1) when nothing has answered for this long (default 10s)",
+    )
+    patience.add_argument("--retry-forever", action="store_true", help="never give up: keep reconnecting")
 
 
 REGISTRY: list[Callable[[Any], None]] = [register]

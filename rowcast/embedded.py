@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import logging
 import os
 import pwd
 import re
@@ -32,6 +33,8 @@ from typing import Any
 from urllib.parse import quote
 
 from rowcast.errors import EmbeddedPostgresError
+
+log = logging.getLogger("rowcast.embedded")
 
 
 def _bin_path() -> Path:
@@ -94,7 +97,9 @@ class EmbeddedPostgres:
     def port(self) -> int:
         state = self._read_state()
         if "port" not in state:
-            raise EmbeddedPostgresError(f"no embedded Postgres initialised in {self.data_dir}")
+            raise EmbeddedPostgresError(
+                f"no embedded Postgres initialised in {self.data_dir}: run `rowcast db start` first"
+            )
         return int(state["port"])
 
     @property
@@ -340,6 +345,13 @@ def _ensure_system_user() -> None:
                 f"running as root, and could not create the system user {SYSTEM_USER!r} "
                 f"for Postgres: {result.stderr.strip()}"
             ) from None
+        if result.returncode == 0:
+            log.warning(
+                "running as root: created the system user %r to run the embedded Postgres "
+                "(Postgres refuses to run as root); userdel %s removes it",
+                SYSTEM_USER,
+                SYSTEM_USER,
+            )
     # The wheel's binaries and libraries must be reachable by that user.
     _check_reachable(Path(POSTGRES_BIN_PATH))
 

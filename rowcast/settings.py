@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
+from psycopg import ProgrammingError
+from psycopg.conninfo import conninfo_to_dict
 
 from rowcast.errors import ConfigError
 
@@ -23,6 +25,37 @@ def parse_duration(text: str) -> float:
     if not match:
         raise ConfigError(f"not a duration: {text!r} (use e.g. 500ms, 30s, 5m, 24h, 7d)")
     return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+_PASSWORD = re.compile(r"^([^:/]*://[^:@/]*):[^@/]*@")
+_POSTGRES = "it must start with postgresql:// or postgres://"
+
+
+def redact(url: str) -> str:
+    """The URL with its password, if any, replaced by ***."""
+    return _PASSWORD.sub(r"\1:***@", url)
+
+
+def check_database_url(url: str) -> None:
+    """Refuse, in one line naming the problem, a DATABASE_URL libpq could not use.
+    '' stands for the libpq PG* variables and is always accepted."""
+    problem = _url_problem(url) if url else None
+    if problem:
+        raise ConfigError(f"DATABASE_URL {redact(url)!r}: {problem}")
+
+
+def _url_problem(url: str) -> str | None:
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        return f"not a URL: {_POSTGRES}"
+    if scheme not in ("postgresql", "postgres"):
+        return f"scheme {scheme}:// is not Postgres: {_POSTGRES}"
+    try:
+        params = conninfo_to_dict(url)
+    except ProgrammingError as exc:  # libpq's own words
+        return str(exc).strip()
+    bad = [p for p in str(params.get("port") or "").split(",") if p and not p.isdigit()]
+    return f"port {bad[0]} is not a number" if bad else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +196,8 @@ class Settings:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def __post_init__(self) -> None:
+        if self.database_url is not None:
+            check_database_url(self.database_url)
         if self.auth not in ("open", "token"):
             raise ConfigError(f"ROWCAST_AUTH must be 'open' or 'token', not {self.auth!r}")
         if self.wake_mode not in ("notify", "coalesced"):

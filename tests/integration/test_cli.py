@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,12 +13,16 @@ import psycopg
 from rowcast.auth import decode_token
 from rowcast.client import Change
 from rowcast.commands import format_change
+from tests.servers import free_port
+
+# The console script `pip install` made, as a user runs it.
+ROWCAST = str(Path(sys.executable).with_name("rowcast"))
 
 
 def rowcast(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "ROWCAST_DATA_DIR")}
     return subprocess.run(
-        [sys.executable, "-m", "rowcast.cli", *args],
+        [ROWCAST, *args],
         capture_output=True,
         text=True,
         check=False,
@@ -38,7 +43,7 @@ def test_embedded_database_lifecycle_start_status_url_psql_stop(pg_tmp: Path) ->
         url = rowcast("db", "url", env=env).stdout.strip()
         with psycopg.connect(url) as conn:
             assert conn.execute("SELECT current_database()").fetchone() == ("rowcast",)
-        psql = rowcast("db", "psql", "-At", "-c", "SELECT 40 + 2", env=env)
+        psql = rowcast("db", "psql", "--", "-At", "-c", "SELECT 40 + 2", env=env)
         assert psql.returncode == 0 and psql.stdout.strip() == "42", psql.stderr
         assert rowcast("migrate", env=env).returncode == 0
         enabled = rowcast("capture", "list", env=env)
@@ -48,6 +53,27 @@ def test_embedded_database_lifecycle_start_status_url_psql_stop(pg_tmp: Path) ->
     assert stopped.returncode == 0 and stopped.stdout.strip() == "embedded Postgres stopped"
     after = rowcast("db", "status", env=env)
     assert after.returncode == 3 and after.stdout.strip().endswith(": stopped")
+
+
+def test_data_dir_flag_is_the_same_as_rowcast_data_dir_for_every_db_action(pg_tmp: Path) -> None:
+    data = pg_tmp / "flagged"
+    flag = ("--data-dir", str(data))
+    elsewhere = {"ROWCAST_DATA_DIR": str(pg_tmp / "not-here")}
+    stopped = rowcast("db", "status", *flag, env=elsewhere)
+    assert stopped.returncode == 3 and stopped.stdout.strip() == f"embedded Postgres in {data}: stopped"
+    started = rowcast("db", "start", *flag, env=elsewhere)
+    assert started.returncode == 0, started.stderr
+    try:
+        assert (data / "pgdata" / "PG_VERSION").exists() and not (pg_tmp / "not-here").exists()
+        running = rowcast("db", "status", *flag, env=elsewhere)
+        assert running.returncode == 0 and f"embedded Postgres in {data}: running on" in running.stdout
+        assert rowcast("migrate", *flag, env=elsewhere).returncode == 0
+        listed = rowcast("capture", "list", *flag, env=elsewhere)
+        assert listed.returncode == 0 and listed.stderr == "", listed.stderr
+        psql = rowcast("db", "psql", *flag, "--", "-At", "-c", "SELECT 6 * 7", env=elsewhere)
+        assert psql.returncode == 0 and psql.stdout.strip() == "42", psql.stderr
+    finally:
+        assert rowcast("db", "stop", *flag, env=elsewhere).stdout.strip() == "embedded Postgres stopped"
 
 
 def test_capture_enable_list_disable_from_the_cli(
@@ -65,7 +91,11 @@ def test_capture_enable_list_disable_from_the_cli(
     assert disabled.returncode == 0 and "capture disabled on public.shelf" in disabled.stdout
     assert "public.shelf" not in rowcast("capture", "list", env=env).stdout
     missing_arg = rowcast("capture", "enable", env=env)
-    assert missing_arg.returncode == 2 and "needs at least one TABLE" in missing_arg.stderr
+    assert missing_arg.returncode == 2
+    assert missing_arg.stderr.splitlines() == [
+        "rowcast capture enable: the following arguments are required: TABLE "
+        "(see rowcast capture enable --help)"
+    ]
 
 
 def test_wake_mode_command_shows_and_sets_the_mode(db_url: str) -> None:
@@ -102,6 +132,15 @@ def test_token_command_issues_a_verifiable_scoped_token() -> None:
     assert no_secret.returncode == 2 and "ROWCAST_JWT_SECRET" in no_secret.stderr
 
 
+def test_token_refuses_a_secret_shorter_than_32_bytes_in_one_line() -> None:
+    short = rowcast("token", "--sub", "x", env={"ROWCAST_JWT_SECRET": "s" * 31})
+    assert short.returncode == 2 and short.stdout == ""
+    assert short.stderr.splitlines() == [
+        "rowcast: ROWCAST_JWT_SECRET is 31 bytes: HS256 needs at least 32 "
+        "(e.g. python3 -c 'import secrets; print(secrets.token_hex(32))')"
+    ]
+
+
 def test_tail_terminal_view_shows_time_op_key_actor_and_changed_columns() -> None:
     update = Change(
         7,
@@ -129,3 +168,44 @@ def test_tail_terminal_view_shows_time_op_key_actor_and_changed_columns() -> Non
         "2026-11-27T22:41:21+00:00",
     )
     assert "by alice via api" in format_change(insert) and "title='Dune'" in format_change(insert)
+
+
+def test_tail_follows_rowcast_port_and_gives_up_in_one_line_when_nothing_answers() -> None:
+    port = free_port()
+    result = rowcast("tail", "books", "--give-up-after", "1s", env={"ROWCAST_PORT": str(port)})
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"rowcast: no rowcast notifier answered at http://127.0.0.1:{port} for 1s: "
+        "is `rowcast up` (or `rowcast notifier`) running there? set --url or ROWCAST_URL"
+    ]
+    other = free_port()
+    by_url = rowcast(
+        "tail",
+        "books",
+        "--give-up-after",
+        "0.5s",
+        env={"ROWCAST_PORT": str(port), "ROWCAST_URL": f"http://localhost:{other}"},
+    )
+    assert by_url.returncode == 1 and f"at http://localhost:{other} for 0.5s" in by_url.stderr
+
+
+def test_tail_retry_forever_says_once_that_nothing_answers_and_keeps_trying() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    tail = subprocess.Popen(
+        [ROWCAST, "tail", "books", "--url", url, "--retry-forever"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        tail.wait(3)
+    except subprocess.TimeoutExpired:  # still trying, as asked
+        tail.send_signal(signal.SIGINT)
+    out, err = tail.communicate(timeout=10)
+    assert tail.returncode == 0 and out == ""
+    assert err.splitlines() == [
+        f"-- no answer at {url} yet, retrying: "
+        "is `rowcast up` (or `rowcast notifier`) running there? set --url or ROWCAST_URL"
+    ]

@@ -17,16 +17,18 @@ import aiohttp
 import psutil
 import pytest
 
+from rowcast.embedded import binary
+from tests.integration.test_cli import ROWCAST, rowcast
 from tests.servers import free_port, wait_healthy, ws_connect
 
 
 class Up:
-    def __init__(self, data_dir: Path, *extra: str) -> None:
+    def __init__(self, data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "PG", "ROWCAST_"))}
-        env["ROWCAST_DATA_DIR"] = str(data_dir)
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "PG", "ROWCAST_"))}
+        env = {**base, "ROWCAST_DATA_DIR": str(data_dir), **(env or {})}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rowcast.cli", "up", "--port", str(self.port), *extra],
+            [ROWCAST, "up", "--port", str(self.port), *extra],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -114,27 +116,29 @@ async def test_up_serves_the_page_and_a_psql_insert_reaches_a_websocket(data_dir
             change = await client.until(lambda f: f["type"] == "change", timeout=5)
         assert change["row"]["title"] == "Typed in psql" and change["actor"]["app"] == "psql"
         tail = subprocess.Popen(
-            [sys.executable, "-m", "rowcast.cli", "tail", "books", "--json", "--url", up.base],
+            [ROWCAST, "tail", "books", "--json", "--url", up.base],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         try:
-            await asyncio.sleep(1.0)  # let tail subscribe; the change below is what it must print
+            assert tail.stdout is not None
+            ready = json.loads(await asyncio.wait_for(asyncio.to_thread(tail.stdout.readline), 20))
+            assert ready["type"] == "ready" and ready["url"] == up.base and ready["table"] == "books"
             await asyncio.to_thread(
                 subprocess.run,
                 [*psql, "-c", "UPDATE books SET num_pages = 99 WHERE title = 'Typed in psql'"],
                 check=True,
                 capture_output=True,
             )
-            assert tail.stdout is not None
             line = await asyncio.wait_for(asyncio.to_thread(tail.stdout.readline), 10)
         finally:
             tail.terminate()
             tail.communicate(timeout=10)
         event = json.loads(line)
         assert (
-            event["op"] == "update"
+            event["type"] == "change"
+            and event["op"] == "update"
             and event["row"]["num_pages"] == 99
             and event["old"] == {"num_pages": None, "version": 1, "updated_at": event["old"]["updated_at"]}
         )
@@ -178,9 +182,51 @@ def test_sigterm_stops_up_cleanly_and_closes_sockets_with_1001(data_dir: Path) -
 
     assert asyncio.run(watch()) == 1001
     assert up.proc.wait(30) == 0
-    if up.proc.stdout is not None:
-        up.proc.stdout.close()
+    assert up.proc.stdout is not None
+    said = up.proc.stdout.read().splitlines()
+    up.proc.stdout.close()
+    assert said[-1] == "rowcast stopped; embedded Postgres stopped", said
     assert postgres_processes(data_dir) == []
+
+
+@pytest.mark.timeout(120)
+def test_banner_psql_line_runs_when_the_embedded_server_was_already_running(data_dir: Path) -> None:
+    env = {"ROWCAST_DATA_DIR": str(data_dir)}
+    assert rowcast("db", "start", env=env).returncode == 0
+    try:
+        up = Up(data_dir)
+        psql_line = up.read_until("psql:")
+        asyncio.run(wait_healthy(up.base))
+        psql = shlex.split(psql_line.removeprefix("psql:").strip())
+        assert psql[0] == str(binary("psql")), "the bundled psql: a machine may have none, or an old one"
+        result = subprocess.run(
+            [*psql, "-At", "-c", "SELECT count(*) FROM rowcast.changes"],
+            capture_output=True,
+            text=True,
+            env={},
+        )
+        assert result.returncode == 0 and result.stdout.strip().isdigit(), (psql_line, result.stderr)
+        assert up.interrupt() == 0
+        assert up.lines[-1] == "rowcast stopped", up.lines  # up did not start it, so it leaves it running
+        assert rowcast("db", "status", env=env).returncode == 0
+    finally:
+        rowcast("db", "stop", env=env)
+
+
+@pytest.mark.timeout(120)
+def test_with_keep_db_the_stop_line_says_the_server_runs_on_and_how_to_stop_it(data_dir: Path) -> None:
+    up = Up(data_dir, env={"ROWCAST_KEEP_DB": "1"})
+    up.read_until("rowcast is up:")
+    asyncio.run(wait_healthy(up.base))
+    try:
+        assert up.interrupt() == 0
+        assert up.lines[-1] == (
+            "rowcast stopped; the embedded Postgres keeps running (ROWCAST_KEEP_DB=1): "
+            f"rowcast db stop --data-dir {data_dir} stops it"
+        ), up.lines
+        assert rowcast("db", "status", env={"ROWCAST_DATA_DIR": str(data_dir)}).returncode == 0
+    finally:
+        rowcast("db", "stop", env={"ROWCAST_DATA_DIR": str(data_dir)})
 
 
 def test_port_taken_gives_one_clear_line(data_dir: Path) -> None:
