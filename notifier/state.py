@@ -18,3 +18,5 @@ ACCESS: web.AppKey[ConnectionLimiter] = web.AppKey("rowcast_access")
 # A plain set: every handler removes its socket in `finally` (a WeakSet costs more per entry).
 SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("rowcast_sockets")
 STREAMS: web.AppKey[set[asyncio.Event]] = web.AppKey("rowcast_streams")
+# Set by rowcast.workers: which of the processes sharing the port answers (absent: the only one).
+WORKER: web.AppKey[int] = web.AppKey("rowcast_worker")

@@ -30,7 +30,7 @@ def _serve_flags(parser: argparse.ArgumentParser, default_port: int = 8080) -> N
 def _settings(args: argparse.Namespace, auth_default: str) -> Settings:
     from rowcast.cli import settings_from_args
 
-    return settings_from_args(args, auth=auth_default)
+    return settings_from_args(args, auth=auth_default).replace(workers=getattr(args, "workers", None))
 
 
 def check_port(host: str, port: int) -> None:
@@ -44,11 +44,21 @@ def check_port(host: str, port: int) -> None:
             ) from None
 
 
-def run_app(app: Any, settings: Settings, banner: Callable[[], None] | None = None) -> int:
-    """Serve until SIGINT or SIGTERM; sockets get 1001 and clean-up runs."""
+def run_app(
+    app: Any,
+    settings: Settings,
+    banner: Callable[[], None] | None = None,
+    ready: Callable[[], None] | None = None,
+) -> int:
+    """Serve until SIGINT or SIGTERM; sockets get 1001 and clean-up runs.
+
+    `ready` makes this a worker of rowcast.workers: its siblings hold the port too (SO_REUSEPORT),
+    so the port is not checked, and `ready()` tells the supervisor once it serves.
+    """
     from aiohttp import web
 
-    check_port(settings.host, settings.port)
+    if ready is None:
+        check_port(settings.host, settings.port)
     if banner is not None:
         banner()
     from rowcast.accesslog import RedactingAccessLogger, redact_server_log
@@ -65,13 +75,14 @@ def run_app(app: Any, settings: Settings, banner: Callable[[], None] | None = No
         app,
         host=settings.host,
         port=settings.port,
-        print=None,
+        print=None if ready is None else lambda *_: ready(),
         shutdown_timeout=5,
         handle_signals=True,
         access_log_class=RedactingAccessLogger,
         # aiohttp closes a connection still waiting for a request's headers when its keep-alive
         # timer fires, and that timer starts at connect: it is the header timeout (slowloris).
         keepalive_timeout=settings.header_timeout,
+        reuse_port=ready is not None or None,
     )
     return 0
 
@@ -90,12 +101,11 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_notifier(args: argparse.Namespace) -> int:
-    import notifier.app
+    from rowcast import workers
 
     settings = _settings(args, "token")
-    app = notifier.app.create_app(settings)
-    return run_app(
-        app,
+    return workers.serve(
+        "notifier.app:create_app",
         settings,
         lambda: print(f"rowcast notifier on http://{settings.host}:{settings.port}", flush=True),
     )
@@ -104,9 +114,9 @@ def cmd_notifier(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from db import capture, migrate
     from db.models import DEMO_TABLES
+    from rowcast import workers
     from rowcast.database import embedded, resolve_url
     from rowcast.embedded import binary
-    from rowcast.server import create_app
 
     settings = _settings(args, "open")
     check_port(settings.host, settings.port)
@@ -130,7 +140,6 @@ def cmd_up(args: argparse.Namespace) -> int:
             if args.demo:
                 _seed(conn)
         settings = settings.replace(database_url=url)
-        app = create_app(settings)
         page = f"http://{settings.host}:{settings.port}/"
         # Quoted: the embedded URL ends in ?passfile=..., and `?` is a glob character to a shell.
         psql = shlex.join(
@@ -151,7 +160,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             )
             print("Ctrl-C to stop.", flush=True)
 
-        return run_app(app, settings, banner)
+        return workers.serve("rowcast.server:create_app", settings, banner)
     finally:
         if started_embedded and not settings.keep_db:
             embedded(settings).stop()
@@ -288,10 +297,20 @@ def cmd_tail(args: argparse.Namespace) -> int:
 # -- registration ------------------------------------------------------------------------------
 
 
+def _workers_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes serving the port ($ROWCAST_WORKERS, default: cores)",
+    )
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("up", help="run api + notifier + web page on one port (embedded Postgres if none)")
     _serve_flags(p)
     p.add_argument("--demo", action="store_true", help="seed a few demo books (once)")
+    _workers_flag(p)
     p.set_defaults(handler=cmd_up)
 
     p = sub.add_parser("api", help="run the REST API (production: token auth by default)")
@@ -300,6 +319,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("notifier", help="run the notifier: /ws, /sse, /changes (token auth by default)")
     _serve_flags(p)
+    _workers_flag(p)
     p.set_defaults(handler=cmd_notifier)
 
     p = sub.add_parser("token", help="issue a JWT for the API and the notifier ($ROWCAST_JWT_SECRET)")
