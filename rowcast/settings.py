@@ -175,7 +175,7 @@ class Settings:
         if self.header_timeout <= 0:
             raise ConfigError("ROWCAST_HEADER_TIMEOUT must be more than 0")
         if self.workers < 1:
-            raise ConfigError(f"ROWCAST_WORKERS must be 1 or more, not {self.workers}")
+            raise ConfigError(f"--workers (ROWCAST_WORKERS) must be 1 or more, not {self.workers}")
 
     @property
     def uses_embedded(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,8 +17,12 @@ import aiohttp
 import psutil
 import psycopg
 import pytest
+from aiohttp import web
 
+from rowcast import workers
 from rowcast.client import Change, subscribe
+from rowcast.errors import PoolerDetected, RowcastError
+from rowcast.settings import Settings
 from tests.servers import Process, Running, WsClient, free_port, rowcast_server, wait_until, ws_connect
 
 pytestmark = pytest.mark.timeout(180)
@@ -260,3 +265,21 @@ async def test_up_with_two_workers_serves_the_page_and_the_api(db_url: str) -> N
         log = server.stop()
     # Migrations and capture run once, in the supervisor: the workers only serve.
     assert log.count("rowcast is up:") == 1
+
+
+def refusing_app(settings: Settings) -> web.Application:
+    """A worker's app that cannot be built, as behind a transaction-pooling PgBouncer."""
+    raise PoolerDetected
+
+
+def test_a_worker_that_cannot_start_stops_the_rest_with_its_one_line_reason(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    settings = Settings(auth="open", port=free_port(), workers=2)
+    with pytest.raises(RowcastError) as refused:
+        workers.serve("tests.integration.test_workers:refusing_app", settings)
+    assert re.fullmatch(
+        r"worker [12]: LISTEN is not possible through .*directly to Postgres\.", str(refused.value)
+    )
+    assert "Traceback" not in capfd.readouterr().err
+    assert not _listening(settings.port)
