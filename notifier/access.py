@@ -76,6 +76,41 @@ class ConnectionLimiter:
             del self.counts[principal.sub]
 
 
+class LongPollLimiter:
+    """Long-polls in flight, per token subject and in all.
+
+    Each waiting poll holds a task, a hub waiter and, while it reads, a pooled connection: without
+    a bound, one token's parallel loops slowed every other client. Open mode has no subjects (all
+    are anonymous), so only the total applies there.
+    """
+
+    def __init__(self, per_subject: int, total: int) -> None:
+        self.per_subject = per_subject
+        self.total = total
+        self.in_flight = 0
+        self.counts: Counter[str] = Counter()
+
+    def acquire(self, principal: Principal) -> web.Response | None:
+        """None when admitted (call release later), else the answer to send instead."""
+        if not principal.anonymous and self.counts[principal.sub] >= self.per_subject:
+            return json_error(
+                429, "too_many_longpolls", f"at most {self.per_subject} long-polls in flight per subject"
+            )
+        if self.in_flight >= self.total:
+            return json_error(503, "busy", "too many long-polls in flight; retry shortly")
+        self.in_flight += 1
+        if not principal.anonymous:
+            self.counts[principal.sub] += 1
+        return None
+
+    def release(self, principal: Principal) -> None:
+        self.in_flight -= 1
+        if not principal.anonymous:
+            self.counts[principal.sub] -= 1
+            if self.counts[principal.sub] <= 0:
+                del self.counts[principal.sub]
+
+
 class RateLimiter:
     """Token bucket for client frames: `rate` per second, bursts up to twice that."""
 

@@ -10,7 +10,7 @@ import psycopg
 from aiohttp import WSCloseCode, web
 from psycopg_pool import AsyncConnectionPool
 
-from notifier.access import ConnectionLimiter, json_error, principal_for
+from notifier.access import ConnectionLimiter, LongPollLimiter, json_error, principal_for
 from notifier.catalog import Catalog
 from notifier.events import Event
 from notifier.hub import Hub
@@ -21,7 +21,7 @@ from notifier.retention import prune_forever
 from notifier.service import Notifier
 from notifier.source import PgChangeSource
 from notifier.sse import sse
-from notifier.state import ACCESS, LISTENER, NOTIFIER, SOCKETS, STREAMS, WORKER
+from notifier.state import ACCESS, LISTENER, LONGPOLLS, NOTIFIER, SOCKETS, STREAMS, WORKER
 from notifier.ws import websocket
 from rowcast import hosts
 from rowcast.auth import AuthError
@@ -46,6 +46,7 @@ def setup(app: web.Application, settings: Settings) -> None:
     app[SOCKETS] = set()
     app[STREAMS] = set()
     app[ACCESS] = ConnectionLimiter(settings.max_connections_per_subject)
+    app[LONGPOLLS] = LongPollLimiter(settings.max_longpolls_per_subject, settings.max_longpolls)
     hosts.install(app, settings)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -28,6 +28,9 @@ REPLAYING, LIVE = "replaying", "live"
 UNDECODABLE = "undecodable"
 # A DDL log row (notifier/schema.py): news about the table, the same for every subscriber.
 SCHEMA = "schema"
+# A truncate seen by a scoped subscriber: it reaches rows outside the scope, so who did it (an
+# application name, an address, an actor) is not this subscriber's to know.
+BARE = "bare"
 
 
 def dumps(obj: Any) -> str:
@@ -103,9 +106,11 @@ def encode_view(event: Event, variant: str, columns: tuple[str, ...] | None) -> 
     }
     if variant == "in":  # an update moved the row into this subscriber's view
         fields.update(op="insert", old=None, moved="in")
-    elif variant == "out":  # ... or out of it: only the key, never the other side's data
+    elif variant == "out":  # ... or out of it: only the key, never the other side's data or writer
         key = _key_before(event)  # the key the subscriber has, if the update also changed it
-        fields.update(op="delete", pk=key, row=None, old=key, moved="out")
+        fields.update(op="delete", pk=key, row=None, old=key, actor=None, moved="out")
+    elif variant == BARE:
+        fields.update(actor=None)
     body = dumps(fields)
     event.encoded[cache_key] = body
     return body
@@ -156,7 +161,7 @@ class Subscription:
     def variant(self, event: Event) -> str | None:
         """How this subscriber sees the event: full, in, out, undecodable, or not at all (None)."""
         if event.op == "truncate":
-            return "full"
+            return BARE if self.session.principal.scope(self.table) else "full"
         if event.op in SCHEMA_OPS:
             return SCHEMA
         unfiltered = not self.filter.predicates and not self.session.principal.scope(self.table)

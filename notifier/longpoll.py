@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Mapping
@@ -10,18 +11,20 @@ from collections.abc import Mapping
 import psycopg
 from aiohttp import web
 
-from notifier.access import principal_for
+from notifier.access import json_error, principal_for
+from notifier.events import Event
 from notifier.hub import Session, Subscription, dumps, encode_view
 from notifier.outbox import Outbox
-from notifier.replay import CursorExpired, current_snapshot, page
-from notifier.service import ProtocolError
-from notifier.snapshot import BadCursor
+from notifier.replay import CursorExpired, Scan, current_snapshot
+from notifier.service import Notifier, ProtocolError, Spec
+from notifier.snapshot import BadCursor, Snapshot
 from notifier.sse import subscription_frame
-from notifier.state import NOTIFIER
-from rowcast.auth import AuthError
+from notifier.state import LONGPOLLS, NOTIFIER
+from rowcast.auth import AuthError, Principal
 
 MAX_WAIT = 60.0
 MAX_LIMIT = 10_000
+EXPIRY_MARGIN = 0.05  # seconds a poll waits past its token's expiry before answering 401
 
 
 def _number(query: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
@@ -37,66 +40,100 @@ def _number(query: Mapping[str, str], name: str, default: float, low: float, hig
     return value
 
 
+def _deadline(principal: Principal, wait: float) -> float:
+    """When to stop waiting: after `wait` seconds, or just after the token expires if sooner.
+
+    Just after (EXPIRY_MARGIN): the loop's timer and the wall clock `exp` is read on differ a
+    little, and the expiry check that follows must see the token expired, never answer empty.
+    """
+    left = principal.seconds_left()
+    return time.monotonic() + (wait if left is None else max(0.0, min(wait, left + EXPIRY_MARGIN)))
+
+
+def _expired(principal: Principal) -> bool:
+    left = principal.seconds_left()
+    return left is not None and left <= 0
+
+
 async def changes(request: web.Request) -> web.Response:
+    """Admission (token, long-polls in flight per subject and in all), then the poll itself."""
     notifier = request.app[NOTIFIER]
     try:
         principal = principal_for(request, notifier.settings)
     except AuthError as exc:
-        return web.json_response({"error": "unauthorized", "message": str(exc)}, status=401)
+        return json_error(401, "unauthorized", str(exc))
+    limiter = request.app[LONGPOLLS]
+    refused = limiter.acquire(principal)
+    if refused is not None:
+        return refused
+    try:
+        return await _poll(request, notifier, principal)
+    finally:
+        limiter.release(principal)
+
+
+async def _poll(request: web.Request, notifier: Notifier, principal: Principal) -> web.Response:
     session = Session(principal, Outbox(1, 1), lambda code, reason: None)
     try:
         spec = await notifier.parse(session, subscription_frame(request.query, request.query.get("cursor")))
         wait = _number(request.query, "wait", 25.0, 0.0, MAX_WAIT)
         limit = int(_number(request.query, "limit", 1000, 1, MAX_LIMIT))
     except ProtocolError as exc:
-        status = 403 if exc.code == "forbidden" else 400
-        return web.json_response({"error": exc.code, "message": exc.message}, status=status)
+        return json_error(403 if exc.code == "forbidden" else 400, exc.code, exc.message)
     sub = Subscription(
         spec.ref, session, spec.table.qualified, spec.table.pk, spec.filter, spec.columns, spec.mode
     )
-    table = (spec.table.schema, spec.table.name)
     try:
         if spec.cursor is None:
             now = await current_snapshot(notifier.pool)
             return web.json_response({"changes": [], "cursor": str(now), "more": False})
-        cursor = spec.cursor
-        deadline = time.monotonic() + wait
-        while True:
-            # Register before querying, so a change committed in between still wakes us.
-            waiter = notifier.hub.add_waiter(spec.table.qualified)
-            try:
-                events, cursor, more = await page(notifier.pool, cursor, table, limit)
-                bodies = [
-                    encode_view(e, variant, sub.columns)
-                    for e in events
-                    if (variant := sub.variant(e)) is not None
-                ]
-                remaining = deadline - time.monotonic()
-                if bodies or more or remaining <= 0:
-                    break
-                try:
-                    async with asyncio.timeout(remaining):
-                        await waiter.wait()
-                except TimeoutError:
-                    pass
-            finally:
-                notifier.hub.remove_waiter(spec.table.qualified, waiter)
+        scan = await _wait_for_changes(notifier, sub, spec, spec.cursor, _deadline(principal, wait), limit)
     except CursorExpired as exc:
-        return web.json_response({"error": "resync_required", "message": str(exc)}, status=410)
+        return json_error(410, "resync_required", str(exc))
     except BadCursor as exc:
-        return web.json_response({"error": "bad_cursor", "message": str(exc)}, status=400)
+        return json_error(400, "bad_cursor", str(exc))
     except psycopg.Error:
-        return web.json_response(
-            {"error": "unavailable", "message": "the database is unavailable"}, status=503
-        )
-    notifier.messages_out["longpoll"].inc(len(bodies))
+        return json_error(503, "unavailable", "the database is unavailable")
+    if _expired(principal):
+        # Whatever was read, it is answered after the token's expiry: nothing goes out on it.
+        return json_error(401, "token_expired", "the token expired while the poll waited; renew it")
+    notifier.messages_out["longpoll"].inc(len(scan.bodies))
     text = (
         '{"changes":['
-        + ",".join(bodies)
+        + ",".join(scan.bodies)
         + '],"cursor":'
-        + dumps(str(cursor))
+        + dumps(str(scan.cursor))
         + ',"more":'
-        + json.dumps(more)
+        + json.dumps(scan.more)
         + "}"
     )
     return web.Response(text=text, content_type="application/json")
+
+
+async def _wait_for_changes(
+    notifier: Notifier, sub: Subscription, spec: Spec, cursor: Snapshot, deadline: float, limit: int
+) -> Scan:
+    """Read a page; while it is empty and says nothing more is waiting, wait for the table's next
+    change until `deadline`. No connection is held while waiting."""
+    table = (spec.table.schema, spec.table.name)
+
+    def view(event: Event) -> str | None:
+        variant = sub.variant(event)  # scope first, then filter: before the page is counted or cut
+        return None if variant is None else encode_view(event, variant, sub.columns)
+
+    subject = sub.session.principal.sub
+    budget = notifier.settings.longpoll_scan_budget
+    while True:
+        # Register before querying, so a change committed in between still wakes us.
+        waiter = notifier.hub.add_waiter(spec.table.qualified)
+        try:
+            scan = await notifier.reads.scan(subject, cursor, table, view, limit, budget)
+            remaining = deadline - time.monotonic()
+            if scan.bodies or scan.more or remaining <= 0:
+                return scan
+            cursor = scan.cursor
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await waiter.wait()
+        finally:
+            notifier.hub.remove_waiter(spec.table.qualified, waiter)

@@ -1,13 +1,28 @@
-"""Reading the change log: the replay behind every resume, the listener's catch-up and long-poll."""
+"""Reading the change log for clients: the replay behind every resume, and long-poll pages.
+
+Both read in pages, and each page is ONE statement on a pooled connection that goes back to the
+pool right after it: no connection is ever held while a client is waited for (a replay waits for
+room in its client's queue between pages). The first statement takes the snapshot `now` together
+with its rows: in a READ COMMITTED statement `pg_current_snapshot()` is the snapshot the statement
+reads with (as the listener's window read, notifier/source.py). Later statements read with `now`
+fixed by explicit predicates instead, `pg_visible_in_snapshot(xid, now)`, after the last key read.
+Every statement re-reads the prune state: a prune between two pages may have removed rows the
+cursor had not seen, and the client is then told to resync (CursorExpired), as on the first page.
+
+Each statement runs under a `statement_timeout` (ROWCAST_READ_TIMEOUT), and at most
+ROWCAST_MAX_READS_PER_SUBJECT of them per token subject at once (ReadGate): more wait their turn,
+so one subject's resumes cannot take the whole pool from everyone else.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
@@ -15,12 +30,49 @@ from notifier.events import LOG_COLUMNS, Event
 from notifier.snapshot import BadCursor, Snapshot, pruned_past
 
 Pool = AsyncConnectionPool[AsyncConnection[tuple[Any, ...]]]
+PAGE = 2000  # log rows per page statement
+Row = tuple[Any, ...]
 
+# Changes of one table the cursor `since` did not see.
 _UNSEEN = (
-    f"SELECT {LOG_COLUMNS} FROM rowcast.changes "
-    "WHERE xid >= %(xmin)s::text::xid8 AND NOT pg_visible_in_snapshot(xid, %(cursor)s::pg_snapshot)"
+    "NOT pg_visible_in_snapshot(changes.xid, %(since)s::pg_snapshot) "
+    "AND schema_name = %(schema)s AND table_name = %(table)s"
 )
-_TABLE = " AND schema_name = %(schema)s AND table_name = %(table)s"
+# A first page: xid >= xmin(since) lets the xid index bound the scan.
+_FIRST = "changes.xid >= %(xmin)s::text::xid8 AND " + _UNSEEN
+# A later page: `now` fixed explicitly, after the last key read. Without the xmin bound, so that
+# the planner walks the key's index from there (linear over the whole replay) instead of
+# re-reading every unseen row through the xid index on every page.
+_LATER = _UNSEEN + " AND pg_visible_in_snapshot(changes.xid, %(now)s::pg_snapshot)"
+_AFTER_ID = " AND changes.id > %(after)s"
+# A row comparison, so the (xid, id) index (capture v4) starts exactly at the key.
+_AFTER_XID_ID = " AND (changes.xid, changes.id) > (%(after_xid)s::text::xid8, %(after)s::bigint)"
+# Ordered by the column, never by the select list's `xid::text` (text order skips xids across 10^n).
+BY_ID = " ORDER BY changes.id"
+BY_XID = " ORDER BY changes.xid, changes.id"
+
+
+def _statement(first: bool, where: str, order: str, outer: str) -> str:
+    """One page: (snapshot or NULL, prune state, log columns...); the LEFT JOIN yields the first
+    two even when no row matches.
+
+    The page's ids are chosen first and only their rows built as JSON: selecting the columns
+    directly had Postgres build the JSON of every candidate row before sorting (1 s and a 110 MB
+    external sort per 2,000-row page of a 200,000-change replay).
+    """
+    snap = "pg_current_snapshot()::text" if first else "NULL::text"
+    ids = f"SELECT changes.id FROM rowcast.changes WHERE {where}{order} LIMIT %(limit)s"
+    return (
+        f"WITH s AS (SELECT {snap} AS snap, (SELECT pruned_xid::text FROM rowcast.prune_state) AS pruned) "
+        f"SELECT s.snap, s.pruned, c.* FROM s LEFT JOIN LATERAL (SELECT {LOG_COLUMNS} FROM rowcast.changes "
+        f"WHERE changes.id = ANY(ARRAY({ids})){outer}) c ON true"
+    )
+
+
+_REPLAY_FIRST = _statement(True, _FIRST, BY_ID, BY_ID)
+_REPLAY_NEXT = _statement(False, _LATER + _AFTER_ID, BY_ID, BY_ID)
+_SCAN_FIRST = _statement(True, _FIRST, BY_XID, "")
+_SCAN_NEXT = _statement(False, _LATER + _AFTER_XID_ID, BY_XID, "")
 
 
 class CursorExpired(Exception):
@@ -34,92 +86,196 @@ async def current_snapshot(pool: Pool) -> Snapshot:
     return Snapshot.parse(row[0])
 
 
-def _params(since: Snapshot, table: tuple[str, str] | None) -> dict[str, Any]:
-    params: dict[str, Any] = {"xmin": str(since.xmin), "cursor": str(since)}
-    if table is not None:
-        params["schema"], params["table"] = table
-    return params
+class ReadGate:
+    """At most `limit` page reads at once per token subject; more wait their turn, never refused.
+
+    A semaphore per subject, dropped when nobody holds or waits for it (subjects come and go).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._gates: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @property
+    def subjects(self) -> int:
+        """Subjects with a read running or queued (0 once every client has left)."""
+        return len(self._gates)
+
+    @asynccontextmanager
+    async def hold(self, subject: str) -> AsyncIterator[None]:
+        gate = self._gates.setdefault(subject, (asyncio.Semaphore(self.limit), [0]))
+        semaphore, users = gate
+        users[0] += 1
+        try:
+            async with semaphore:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._gates[subject]
 
 
-@asynccontextmanager
-async def _snapshot_tx(pool: Pool, since: Snapshot) -> AsyncIterator[tuple[AsyncConnection[Any], Snapshot]]:
-    """A REPEATABLE READ transaction, its snapshot, and the check that `since` is replayable."""
-    async with pool.connection() as conn, conn.transaction():
-        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        row = await (
+@dataclass
+class Scan:
+    """One long-poll answer: the chosen views in id order, the next cursor, and whether to ask again."""
+
+    bodies: list[str]
+    cursor: Snapshot
+    more: bool
+
+
+class LogReader:
+    """Page reads of the change log for clients, bounded in time and per subject."""
+
+    def __init__(self, pool: Pool, gate: ReadGate, timeout: float) -> None:
+        self.pool = pool
+        self.gate = gate
+        self.timeout_ms = max(1, round(timeout * 1000))
+
+    async def fetch(
+        self, subject: str, query: str, params: dict[str, Any], since: Snapshot, *, walk: bool = False
+    ) -> tuple[str | None, list[Row]]:
+        """One page statement: (snapshot of a first page, log rows), after the prune check.
+
+        The transaction exists only to scope its settings to this statement; it holds no snapshot
+        between statements (READ COMMITTED) and ends before the connection goes back.
+
+        `walk` turns sorting off for the statement, so that its id subquery walks an index in the
+        page's order and stops at the page's end. Allowed to sort, the planner takes the
+        visibility filters for selective, reads every remaining row and sorts them: each page as
+        slow as the whole rest of the replay or backlog. Not for a replay's first page: without
+        an xid bound to start from in id order, it would walk the key from the log's beginning.
+        """
+        config = (f"{self.timeout_ms}ms", "off" if walk else "on")
+        async with self.gate.hold(subject), self.pool.connection() as conn, conn.transaction():
             await conn.execute(
-                "SELECT pg_current_snapshot()::text, (SELECT pruned_xid::text FROM rowcast.prune_state)"
+                "SELECT set_config('statement_timeout', %s, true), set_config('enable_sort', %s, true)",
+                config,
             )
-        ).fetchone()
-        assert row is not None
-        now = Snapshot.parse(row[0])
+            rows = await (await conn.execute(query, params)).fetchall()
+        pruned = int(rows[0][1]) if rows[0][1] is not None else None
+        if pruned_past(since, pruned):
+            raise CursorExpired(f"changes after this cursor were pruned (up to xid {pruned})")
+        return rows[0][0], [r[2:] for r in rows if r[2] is not None]
+
+    async def _first(
+        self, subject: str, query: str, params: dict[str, Any], since: Snapshot, *, walk: bool = False
+    ) -> tuple[Snapshot, list[Row]]:
+        snap, rows = await self.fetch(subject, query, params, since, walk=walk)
+        assert snap is not None
+        now = Snapshot.parse(snap)
         if since.xmax > now.xmax:
             raise BadCursor("cursor is from the future: not issued by this database")
-        if pruned_past(since, int(row[1]) if row[1] is not None else None):
-            raise CursorExpired(f"changes after this cursor were pruned (up to xid {row[1]})")
-        yield conn, now
+        params["now"] = snap
+        return now, rows
+
+    async def replay(
+        self, subject: str, since: Snapshot, table: tuple[str, str], batch: int = PAGE
+    ) -> Replay:
+        """Start a replay: the cursor is checked and the first page read (CursorExpired, BadCursor)."""
+        params = _params(since, table, batch)
+        now, rows = await self._first(subject, _REPLAY_FIRST, params, since)
+        return Replay(self, subject, since, params, now, rows)
+
+    async def scan(
+        self,
+        subject: str,
+        since: Snapshot,
+        table: tuple[str, str],
+        view: Callable[[Event], str | None],
+        limit: int,
+        budget: int,
+    ) -> Scan:
+        """A long-poll page: whole transactions in xid order, up to `limit` changes this client sees.
+
+        `view` gives the client's body for a change, or None when its scope or filter hides it:
+        applied before counting, so hidden transactions never cut a page and an empty page says
+        `more` only when `budget` (log rows read) ran out first. A transaction is never split,
+        however large. Paging goes by xid so the next cursor says exactly which transactions were
+        delivered.
+        """
+        params = _params(since, table, min(PAGE, budget))
+        now, rows = await self._first(subject, _SCAN_FIRST, params, since, walk=True)
+        picked: list[tuple[int, str]] = []
+        scanned, upto = 0, None
+        async with contextlib.aclosing(self._transactions(subject, since, params, rows)) as transactions:
+            async for txn in transactions:
+                views = [(e.id, body) for e in txn if (body := view(e)) is not None]
+                if picked and len(picked) + len(views) > limit:
+                    break
+                picked += views
+                scanned += len(txn)
+                upto = txn[0].xid
+                if scanned >= budget:
+                    break
+            else:
+                return Scan([b for _, b in sorted(picked)], since.advanced(now), False)
+        cursor = since if upto is None else since.advanced(now, upto)
+        return Scan([b for _, b in sorted(picked)], cursor, True)
+
+    async def _transactions(
+        self, subject: str, since: Snapshot, params: dict[str, Any], rows: list[Row]
+    ) -> AsyncGenerator[list[Event], None]:
+        """Whole transactions in xid order, read in pages keyed on (xid, id).
+
+        A page's rows come in no particular order (sorting them in the statement would make the
+        planner sort every remaining row, see `fetch`): sorted here, 2,000 at most.
+        """
+        txn: list[Event] = []
+        while True:
+            rows.sort(key=_by_xid_id)
+            for row in rows:
+                event = Event.from_log_row(row)
+                if txn and event.xid != txn[0].xid:
+                    yield txn
+                    txn = []
+                txn.append(event)
+            if len(rows) < params["limit"]:
+                break
+            params.update(after_xid=str(txn[-1].xid), after=txn[-1].id)
+            _, rows = await self.fetch(subject, _SCAN_NEXT, params, since, walk=True)
+        if txn:
+            yield txn
 
 
-@asynccontextmanager
-async def replay(
-    pool: Pool, since: Snapshot, table: tuple[str, str] | None = None, batch: int = 2000
-) -> AsyncIterator[tuple[Snapshot, AsyncIterator[Event]]]:
-    """Every committed change `since` has not seen (of one table, or all), in id order.
+class Replay:
+    """A replay under way: its snapshot `now` and the pages still to read.
 
-    Yields (snapshot of the replay, events). After consuming the events, every change visible in
-    that snapshot and not in `since` has been produced.
+    After every page has been consumed, every change of the table visible in `now` and not in
+    `since` has been produced, in id order (per-row order rests on it, docs/DESIGN.md).
     """
-    async with _snapshot_tx(pool, since) as (conn, now):
 
-        async def events() -> AsyncGenerator[Event, None]:
-            query = _UNSEEN + (_TABLE if table else "") + " ORDER BY id"
-            async with conn.cursor(name="rowcast_replay") as cur:
-                cur.itersize = batch
-                await cur.execute(query, _params(since, table))
-                async for row in cur:
-                    yield Event.from_log_row(row)
+    def __init__(
+        self,
+        reader: LogReader,
+        subject: str,
+        since: Snapshot,
+        params: dict[str, Any],
+        now: Snapshot,
+        first: list[Row],
+    ) -> None:
+        self.reader = reader
+        self.subject = subject
+        self.since = since
+        self.params = params
+        self.now = now
+        self._first = first
 
-        stream = events()
-        try:
-            yield now, stream
-        finally:
-            # A consumer that stops early (its client left) must close the server-side cursor
-            # here, inside this transaction: left to the event loop's finalizer, the CLOSE runs
-            # later on the pooled connection, inside whoever's transaction has it by then. (On a
-            # broken connection the cursor is gone with the transaction: nothing to close.)
-            with contextlib.suppress(psycopg.Error):
-                await stream.aclose()
-
-
-async def page(
-    pool: Pool, since: Snapshot, table: tuple[str, str], limit: int
-) -> tuple[list[Event], Snapshot, bool]:
-    """Up to about `limit` unseen changes of one table, whole transactions at a time.
-
-    Returns (events in id order, the next cursor, whether more are waiting). Paging goes by xid so
-    the next cursor can say exactly which transactions were delivered.
-    """
-    async with _snapshot_tx(pool, since) as (conn, now):
-        params = {**_params(since, table), "limit": limit + 1}
-        rows = await (
-            await conn.execute(_UNSEEN + _TABLE + " ORDER BY changes.xid, id LIMIT %(limit)s", params)
-        ).fetchall()
-        events = [Event.from_log_row(r) for r in rows]
-        if len(events) <= limit:
-            return events_by_id(events), since.advanced(now), False
-        last_xid = events[limit - 1].xid
-        cut = events[limit].xid == last_xid  # the last transaction continues past the page
-        events = events[:limit]
-        if cut and events[0].xid == last_xid:
-            # One transaction larger than a page: deliver it whole.
-            params["xid"] = str(last_xid)
-            query = _UNSEEN + _TABLE + " AND xid = %(xid)s::text::xid8 ORDER BY id"
-            events = [Event.from_log_row(r) for r in await (await conn.execute(query, params)).fetchall()]
-        elif cut:
-            events = [e for e in events if e.xid != last_xid]
-        upto = max(e.xid for e in events)
-        return events_by_id(events), since.advanced(now, upto), True
+    async def pages(self) -> AsyncGenerator[list[Event], None]:
+        """Pages of events; between two, nothing is held (stop iterating at any point)."""
+        rows = self._first
+        while True:
+            yield [Event.from_log_row(r) for r in rows]
+            if len(rows) < self.params["limit"]:
+                return
+            self.params["after"] = rows[-1][0]
+            _, rows = await self.reader.fetch(self.subject, _REPLAY_NEXT, self.params, self.since, walk=True)
 
 
-def events_by_id(events: list[Event]) -> list[Event]:
-    return sorted(events, key=lambda e: e.id)
+def _by_xid_id(row: Row) -> tuple[int, int]:
+    return int(row[1]), int(row[0])  # a log row: (id, xid::text, ...)
+
+
+def _params(since: Snapshot, table: tuple[str, str], limit: int) -> dict[str, Any]:
+    schema, name = table
+    return {"xmin": str(since.xmin), "since": str(since), "schema": schema, "table": name, "limit": limit}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from notifier.filters import Filter, FilterError
 from notifier.hub import LIVE, Hub, Session, Subscription
 from notifier.metrics import Metrics
 from notifier.outbox import Outbox
-from notifier.replay import CursorExpired, Pool, current_snapshot, replay
+from notifier.replay import CursorExpired, LogReader, Pool, ReadGate, current_snapshot
 from notifier.snapshot import BadCursor, Snapshot
 from rowcast import names
 from rowcast.auth import Principal
@@ -67,6 +68,7 @@ class Notifier:
         # change their snapshot does not see is then read by a window after they registered.
         self.reader_started = reader_started
         self.pool = pool
+        self.reads = LogReader(pool, ReadGate(settings.max_reads_per_subject), settings.read_timeout)
         self.hub = hub
         self.catalog = catalog
         hub.on_table_change.append(catalog.apply)
@@ -247,23 +249,30 @@ class Notifier:
         return None
 
     async def _replay(self, session: Session, sub: Subscription, spec: Spec) -> Snapshot:
+        """Replay in pages; waiting for room in the client's queue happens between page reads,
+        with no connection held (a client that never reads stalls only its own replay)."""
         assert spec.cursor is not None
-        async with replay(self.pool, spec.cursor, (spec.table.schema, spec.table.name)) as (now, events):
-            # Only now is the cursor known to be replayable: an expired or foreign one never
-            # gets a 'subscribed' first.
-            session.send("subscribed", {"ref": spec.ref, "cursor": str(spec.cursor)}, sse_id=str(spec.cursor))
-            count = 0
-            async for event in events:
-                if session.closed:
-                    break
-                session.deliver(sub, event)
-                count += 1
-                outbox = session.outbox
-                # By bytes too: a burst of large rows overflows the byte bound long before the count.
-                if len(outbox) > outbox.max_messages // 2 or outbox.nbytes > outbox.max_bytes // 2:
-                    await outbox.wait_for_room()
+        table = (spec.table.schema, spec.table.name)
+        replay = await self.reads.replay(session.principal.sub, spec.cursor, table)
+        # Only now is the cursor known to be replayable: an expired or foreign one never gets a
+        # 'subscribed' first.
+        session.send("subscribed", {"ref": spec.ref, "cursor": str(spec.cursor)}, sse_id=str(spec.cursor))
+        count = 0
+        outbox = session.outbox
+        try:
+            async with contextlib.aclosing(replay.pages()) as pages:
+                async for page in pages:
+                    for event in page:
+                        if session.closed:
+                            return replay.now
+                        session.deliver(sub, event)
+                        count += 1
+                        # By bytes too: a burst of large rows overflows the byte bound long before the count.
+                        if len(outbox) > outbox.max_messages // 2 or outbox.nbytes > outbox.max_bytes // 2:
+                            await outbox.wait_for_room()
+        finally:
             self.metrics.replayed.inc(count)
-        return now
+        return replay.now
 
     def unsubscribe(self, session: Session, ref: Any) -> None:
         sub = session.subscriptions.get(ref) if isinstance(ref, str) else None

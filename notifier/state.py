@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from notifier.access import ConnectionLimiter
+    from notifier.access import ConnectionLimiter, LongPollLimiter
     from notifier.listener import Listener
     from notifier.service import Notifier
 
 NOTIFIER: web.AppKey[Notifier] = web.AppKey("rowcast_notifier")
 LISTENER: web.AppKey[Listener] = web.AppKey("rowcast_listener")
 ACCESS: web.AppKey[ConnectionLimiter] = web.AppKey("rowcast_access")
+LONGPOLLS: web.AppKey[LongPollLimiter] = web.AppKey("rowcast_longpolls")
 # A plain set: every handler removes its socket in `finally` (a WeakSet costs more per entry).
 SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("rowcast_sockets")
 STREAMS: web.AppKey[set[asyncio.Event]] = web.AppKey("rowcast_streams")

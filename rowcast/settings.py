@@ -69,6 +69,22 @@ ENV: dict[str, Setting] = {
     "max_connections_per_subject": Setting(
         "ROWCAST_MAX_CONNECTIONS_PER_SUBJECT", "open sockets per token subject (default 32)"
     ),
+    "max_reads_per_subject": Setting(
+        "ROWCAST_MAX_READS_PER_SUBJECT",
+        "change-log page reads (replays, long-poll) running at once per token subject; more queue (default 4)",
+    ),
+    "read_timeout": Setting(
+        "ROWCAST_READ_TIMEOUT",
+        "statement_timeout of one replay or long-poll page read: how long it may hold a pooled connection (default 10s)",
+    ),
+    "max_longpolls_per_subject": Setting(
+        "ROWCAST_MAX_LONGPOLLS_PER_SUBJECT", "long-polls in flight per token subject (default 4)"
+    ),
+    "max_longpolls": Setting("ROWCAST_MAX_LONGPOLLS", "long-polls in flight in all (default 256)"),
+    "longpoll_scan_budget": Setting(
+        "ROWCAST_LONGPOLL_SCAN_BUDGET",
+        "change-log rows one long-poll answer may read, whole transactions, before it answers (default 20000)",
+    ),
     "max_body_bytes": Setting("ROWCAST_MAX_BODY_BYTES", "largest REST request body (default 1048576)"),
     "max_page_size": Setting("ROWCAST_MAX_PAGE_SIZE", "largest REST page (default 500)"),
     "wake_mode": Setting(
@@ -146,6 +162,11 @@ class Settings:
     max_subscriptions: int = 64
     max_client_rate: float = 50.0
     max_connections_per_subject: int = 32
+    max_reads_per_subject: int = 4
+    read_timeout: float = 10.0
+    max_longpolls_per_subject: int = 4
+    max_longpolls: int = 256
+    longpoll_scan_budget: int = 20_000
     max_body_bytes: int = 1024 * 1024
     max_page_size: int = 500
     wake_mode: str = "notify"
@@ -176,6 +197,16 @@ class Settings:
             raise ConfigError("ROWCAST_HEADER_TIMEOUT must be more than 0")
         if self.workers < 1:
             raise ConfigError(f"--workers (ROWCAST_WORKERS) must be 1 or more, not {self.workers}")
+        if self.read_timeout < 0.001:
+            raise ConfigError("ROWCAST_READ_TIMEOUT must be at least 1ms (0 would mean no limit)")
+        for name in (
+            "max_reads_per_subject",
+            "max_longpolls_per_subject",
+            "max_longpolls",
+            "longpoll_scan_budget",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{ENV[name].env} must be at least 1")
 
     @property
     def uses_embedded(self) -> bool:
@@ -210,6 +241,11 @@ _CONVERT: dict[str, Any] = {
     "max_subscriptions": int,
     "max_client_rate": float,
     "max_connections_per_subject": int,
+    "max_reads_per_subject": int,
+    "read_timeout": parse_duration,
+    "max_longpolls_per_subject": int,
+    "max_longpolls": int,
+    "longpoll_scan_budget": int,
     "max_body_bytes": int,
     "max_page_size": int,
     "workers": int,

@@ -1,6 +1,8 @@
 -- Undoes capture_v4.sql. The migration first restores version 3's capture_status() and row
 -- trigger body from their frozen file (capture_v3.sql); this file does the rest.
 
+CREATE INDEX changes_xid_idx ON rowcast.changes (xid);
+DROP INDEX rowcast.changes_xid_id_idx;
 DROP TRIGGER changes_ring ON rowcast.changes;
 DROP FUNCTION rowcast.ring();
 DROP TRIGGER captured_virtual ON rowcast.captured;

@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from notifier.app import create_app
-from notifier.state import ACCESS, LISTENER, NOTIFIER, SOCKETS, STREAMS
+from notifier.state import ACCESS, LISTENER, LONGPOLLS, NOTIFIER, SOCKETS, STREAMS
 from rowcast.client import subscribe
 from tests.servers import serve, settings_for, wait_healthy, wait_until, ws_connect
 
@@ -124,7 +124,14 @@ async def test_nothing_is_left_behind_after_every_client_leaves(
     def idle() -> bool:
         hub = notifier.hub
         return not (
-            hub.sessions or hub.by_table or hub.waiters or app[SOCKETS] or app[STREAMS] or app[ACCESS].counts
+            hub.sessions
+            or hub.by_table
+            or hub.waiters
+            or app[SOCKETS]
+            or app[STREAMS]
+            or app[ACCESS].counts
+            or app[LONGPOLLS].in_flight
+            or notifier.reads.gate.subjects
         )
 
     await wait_until(idle, timeout=15)

@@ -16,7 +16,7 @@ from notifier.events import Event
 from notifier.filters import Filter
 from notifier.hub import LIVE, Session, Subscription
 from notifier.outbox import Outbox
-from notifier.replay import replay
+from notifier.replay import LogReader, ReadGate
 from notifier.snapshot import Snapshot
 from notifier.state import LISTENER, NOTIFIER
 from rowcast.auth import OPEN
@@ -207,18 +207,17 @@ async def test_a_change_larger_than_the_queue_byte_bound_is_still_delivered(
     assert len(change["row"]["payload"]) == 100_000
 
 
-async def test_leaving_a_replay_early_closes_its_cursor_before_the_connection_is_reused(
-    db_url: str, t_table: AConn
-) -> None:
+async def test_leaving_a_replay_early_leaves_nothing_on_the_connection(db_url: str, t_table: AConn) -> None:
     """Found by the soak: a replay abandoned mid-way (client gone, session closed) left its
     server-side cursor to the event loop's async-generator finalizer, which ran CLOSE later on the
-    pooled connection, by then inside someone else's transaction, and aborted it."""
+    pooled connection, by then inside someone else's transaction, and aborted it. Replays now read
+    in page statements and give the connection back after each; this keeps that true."""
     await t_table.execute("INSERT INTO t (id) SELECT g FROM generate_series(1, 10) g")
 
     async def read_one(pool: AsyncConnectionPool[Any]) -> None:
-        async with replay(pool, Snapshot(1, 1), ("public", "t")) as (_, events):
-            async for _event in events:
-                break  # as Notifier._replay does when its session closes
+        replay = await LogReader(pool, ReadGate(1), 5.0).replay("u", Snapshot(1, 1), ("public", "t"), batch=2)
+        async for _page in replay.pages():
+            break  # as Notifier._replay does when its session closes
 
     async with AsyncConnectionPool(
         db_url, min_size=1, max_size=1, open=False, kwargs={"autocommit": True}

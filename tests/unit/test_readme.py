@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from rowcast.cli import build_parser
-from rowcast.settings import ENV
+from rowcast.settings import _CONVERT, ENV, Settings, parse_duration
 
 README = (Path(__file__).parents[2] / "README.md").read_text()
 
@@ -29,3 +29,26 @@ def test_the_two_commands_come_first() -> None:
     assert README.index("pip install . && rowcast up") > two
     assert README.index("pip install '.[test]' && pytest") > two
     assert two < README.index("## Architecture")
+
+
+def _shown(name: str) -> str:
+    """A setting's default as the Limits table writes it: 10s for a duration, 4 for a count."""
+    value = getattr(Settings(auth="open"), name)
+    if _CONVERT.get(name) is parse_duration:
+        return f"{value:g}s"
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def test_every_default_in_the_limits_table_is_the_settings_default() -> None:
+    limits = README[README.index("## Limits") :]
+    limits = limits[: limits.index("\n## ")]
+    by_env = {s.env: name for name, s in ENV.items()}
+    checked = 0
+    for row in re.findall(r"^\|.*\|$", limits, re.M):
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        named = re.findall(r"`(ROWCAST_[A-Z_]+)`", cells[2]) if len(cells) == 4 else []
+        if len(named) != 1:  # the header, or a row of two settings
+            continue
+        assert cells[1].split(" ")[0] == _shown(by_env[named[0]]), row
+        checked += 1
+    assert checked >= 10
