@@ -61,6 +61,7 @@ class Job:
 
 
 def build(factory: str, settings: Settings) -> web.Application:
+    """The app of `factory`, a "module:function" name: a name crosses to a worker process as is."""
     module, _, name = factory.partition(":")
     create: Callable[[Settings], web.Application] = getattr(importlib.import_module(module), name)
     return create(settings)
