@@ -191,6 +191,9 @@ class Server:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     ws_path: str = "/ws"
+    # Printed once the whole server serves: a supervisor's first worker answers /healthz before
+    # the others listen, and clients connected then would all land on that one.
+    ready_line: str | None = None
 
     @property
     def base(self) -> str:
@@ -229,13 +232,16 @@ class Server:
                 raise RuntimeError(f"{self.name} exited ({self.proc.returncode}); see {self.log}")
             try:
                 with urllib.request.urlopen(f"{self.base}/healthz", timeout=1) as resp:  # noqa: S310
-                    if resp.status == 200:
+                    if resp.status == 200 and self._printed_ready():
                         return
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"{self.name} not healthy after {timeout:.0f}s; see {self.log}")
+
+    def _printed_ready(self) -> bool:
+        return self.ready_line is None or self.ready_line.encode() in self.log.read_bytes()
 
     def rss(self) -> int:
         return int(psutil.Process(self.pid).memory_info().rss)
@@ -251,10 +257,12 @@ class Server:
             self.proc.wait(5)
 
 
-def notifier(db: Database, name: str = "notifier", **env: str) -> Server:
+def notifier(db: Database, name: str = "notifier", workers: int = 1, **env: str) -> Server:
+    """`rowcast notifier`: one process unless `workers` says more (RSS and profiles read one pid)."""
     argv = [sys.executable, "-m", "rowcast.cli", "notifier", "--auth", "open", "--database-url", db.url]
-    base_env = {"ROWCAST_LOG_LEVEL": "WARNING"}
-    return Server(name, argv, {**base_env, **env}, db.tmp / f"{name}.log")
+    base_env = {"ROWCAST_LOG_LEVEL": "WARNING", "ROWCAST_WORKERS": str(workers)}
+    ready = "rowcast notifier on" if workers > 1 else None
+    return Server(name, argv, {**base_env, **env}, db.tmp / f"{name}.log", ready_line=ready)
 
 
 def baseline(db: Database, name: str = "baseline", channel: str = "rowcast") -> Server:

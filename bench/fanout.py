@@ -342,24 +342,31 @@ def plot(results: Sequence[dict[str, Any]], name: str) -> None:
     common.write_png(name, draw)
 
 
+def rowcast_label(mode: str, workers: int) -> str:
+    """`rowcast (notify)` for one process (the label the targets read), else with its workers."""
+    return f"rowcast ({mode})" if workers == 1 else f"rowcast ({mode}, {workers} workers)"
+
+
 async def run_rowcast(
     db: Database, args: argparse.Namespace, opts: Options, notes: list[str]
 ) -> list[dict[str, Any]]:
-    """`rowcast notifier` once per wake mode."""
+    """`rowcast notifier` once per wake mode and worker count."""
     results: list[dict[str, Any]] = []
     for mode in args.modes:
-        label = f"rowcast ({mode})"
-        problem = common.set_wake_mode(db.url, mode)
-        if problem:
-            notes.append(f"{label}: {problem}")
-            print(f"  {label}: {problem}")
-            continue
-        server = common.notifier(db, name=f"notifier-{mode}", ROWCAST_WAKE_MODE=mode)
-        with common.running(server):
-            results += await series(
-                label, [server], db, "rowcast", args.clients, args.rates, opts, stop=not args.every_rate
-            )
-        common.set_wake_mode(db.url, "notify")
+        for workers in args.workers:
+            label = rowcast_label(mode, workers)
+            problem = common.set_wake_mode(db.url, mode)
+            if problem:
+                notes.append(f"{label}: {problem}")
+                print(f"  {label}: {problem}")
+                continue
+            name = f"notifier-{mode}-{workers}w"
+            server = common.notifier(db, name=name, workers=workers, ROWCAST_WAKE_MODE=mode)
+            with common.running(server):
+                results += await series(
+                    label, [server], db, "rowcast", args.clients, args.rates, opts, stop=not args.every_rate
+                )
+            common.set_wake_mode(db.url, "notify")
     return results
 
 
@@ -431,6 +438,27 @@ def versus_relay(results: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def versus_one_process(results: Sequence[dict[str, Any]], modes: Sequence[str]) -> list[str]:
+    """Per client count: best msg/s at p99 ≤ 100 ms (valid points) with N workers against one process."""
+    lines: list[str] = []
+    labels = {r["server"] for r in results}
+    for mode in modes:
+        one = rowcast_label(mode, 1)
+        more = sorted(label for label in labels if label.startswith(f"rowcast ({mode}, "))
+        if one not in labels or not more:
+            continue
+        lines += ["", f"Workers against one process, {mode} (best delivered msg/s with p99 ≤ 100 ms):"]
+        for count in sorted({r["clients"] for r in results}):
+            base = best_by_clients(results, one, count)
+            cells = [f"1 process {base:,.0f}"]
+            for label in more:
+                best = best_by_clients(results, label, count)
+                ratio = f" ({best / base:.2f}x)" if base else ""
+                cells.append(f"{label.removeprefix(f'rowcast ({mode}, ').rstrip(')')} {best:,.0f}{ratio}")
+            lines.append(f"- {count:,} clients: " + ", ".join(cells))
+    return lines
+
+
 def best_by_clients(results: Sequence[dict[str, Any]], label: str, clients: int) -> float:
     return max(
         (
@@ -495,6 +523,7 @@ def summary(results: Sequence[dict[str, Any]], modes: Sequence[str], notes: Sequ
                 f"{common.verdict(r['p99'] <= 0.025 and r['ok'])}"
             )
     lines += [f"- {note}" for note in notes]
+    lines += versus_one_process(results, modes)
     relay = versus_relay(results)
     if relay:
         lines += ["", "Against the Socket.IO relay, point by point:", *relay]
@@ -512,6 +541,13 @@ def parser(doc: str | None = __doc__) -> argparse.ArgumentParser:
     p.add_argument("--clients", type=int, nargs="+", help="client counts (default 100 1000 5000)")
     p.add_argument("--rates", type=float, nargs="+", help="changes/s (default 10 30 100 300 1000)")
     p.add_argument("--modes", nargs="+", choices=["notify", "coalesced"], help="wake modes (default both)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="rowcast notifier --workers counts, each its own series (default 1; e.g. 1 2)",
+    )
     p.add_argument("--duration", type=float, help="measured seconds per point (default 8)")
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--drain", type=float, default=5.0, help="seconds to wait for stragglers")

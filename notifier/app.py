@@ -21,7 +21,7 @@ from notifier.retention import prune_forever
 from notifier.service import Notifier
 from notifier.source import PgChangeSource
 from notifier.sse import sse
-from notifier.state import ACCESS, LISTENER, LONGPOLLS, NOTIFIER, SOCKETS, STREAMS
+from notifier.state import ACCESS, LISTENER, LONGPOLLS, NOTIFIER, SOCKETS, STREAMS, WORKER
 from notifier.ws import websocket
 from rowcast import hosts
 from rowcast.auth import AuthError
@@ -137,6 +137,8 @@ async def healthz(request: web.Request) -> web.Response:
     """Ready only while wake-ups arrive and the log can be read; otherwise 503 saying what is down."""
     listener = request.app[LISTENER]
     body = listener.status()
+    if WORKER in request.app:  # each worker answers for itself only: say which one did
+        body["worker"] = request.app[WORKER]
     if listener.fatal is not None:
         return web.json_response({"status": "failed", "error": str(listener.fatal), **body}, status=503)
     if not listener.ready:

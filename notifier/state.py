@@ -19,3 +19,5 @@ LONGPOLLS: web.AppKey[LongPollLimiter] = web.AppKey("rowcast_longpolls")
 # A plain set: every handler removes its socket in `finally` (a WeakSet costs more per entry).
 SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("rowcast_sockets")
 STREAMS: web.AppKey[set[asyncio.Event]] = web.AppKey("rowcast_streams")
+# Set by rowcast.workers: which of the processes sharing the port answers (absent: the only one).
+WORKER: web.AppKey[int] = web.AppKey("rowcast_worker")

@@ -34,7 +34,7 @@ def _serve_flags(parser: argparse.ArgumentParser, default_port: int = 8080) -> N
 def _settings(args: argparse.Namespace, auth_default: str) -> Settings:
     from rowcast.cli import settings_from_args
 
-    return settings_from_args(args, auth=auth_default)
+    return settings_from_args(args, auth=auth_default).replace(workers=getattr(args, "workers", None))
 
 
 def check_port(host: str, port: int) -> None:
@@ -48,11 +48,21 @@ def check_port(host: str, port: int) -> None:
             ) from None
 
 
-def run_app(app: Any, settings: Settings, banner: Callable[[], None] | None = None) -> int:
-    """Serve until SIGINT or SIGTERM; sockets get 1001 and clean-up runs."""
+def run_app(
+    app: Any,
+    settings: Settings,
+    banner: Callable[[], None] | None = None,
+    ready: Callable[[], None] | None = None,
+) -> int:
+    """Serve until SIGINT or SIGTERM; sockets get 1001 and clean-up runs.
+
+    `ready` makes this a worker of rowcast.workers: its siblings hold the port too (SO_REUSEPORT),
+    so the port is not checked, and `ready()` tells the supervisor once it serves.
+    """
     from aiohttp import web
 
-    check_port(settings.host, settings.port)
+    if ready is None:
+        check_port(settings.host, settings.port)
     if banner is not None:
         banner()
     from rowcast.accesslog import RedactingAccessLogger, redact_server_log
@@ -69,13 +79,14 @@ def run_app(app: Any, settings: Settings, banner: Callable[[], None] | None = No
         app,
         host=settings.host,
         port=settings.port,
-        print=None,
+        print=None if ready is None else lambda *_: ready(),
         shutdown_timeout=5,
         handle_signals=True,
         access_log_class=RedactingAccessLogger,
         # aiohttp closes a connection still waiting for a request's headers when its keep-alive
         # timer fires, and that timer starts at connect: it is the header timeout (slowloris).
         keepalive_timeout=settings.header_timeout,
+        reuse_port=ready is not None or None,
     )
     return 0
 
@@ -94,12 +105,11 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_notifier(args: argparse.Namespace) -> int:
-    import notifier.app
+    from rowcast import workers
 
     settings = _settings(args, "token")
-    app = notifier.app.create_app(settings)
-    return run_app(
-        app,
+    return workers.serve(
+        "notifier.app:create_app",
         settings,
         lambda: print(f"rowcast notifier on http://{settings.host}:{settings.port}", flush=True),
     )
@@ -139,8 +149,8 @@ def _serve_up(settings: Settings, demo: bool) -> int:
     """Migrate, capture the demo tables, and serve until stopped, on `settings.database_url`."""
     from db import capture, migrate
     from db.models import DEMO_TABLES
+    from rowcast import workers
     from rowcast.database import connect, connect_supported, migration_errors
-    from rowcast.server import create_app
 
     url = settings.database_url or ""
     connect_supported(url, "rowcast-up")  # one line if not, before Alembic's traceback could
@@ -154,7 +164,7 @@ def _serve_up(settings: Settings, demo: bool) -> int:
                 capture.enable(conn, table)
         if demo:
             _seed(conn)
-    return run_app(create_app(settings), settings, lambda: _up_banner(settings))
+    return workers.serve("rowcast.server:create_app", settings, lambda: _up_banner(settings))
 
 
 def _up_banner(settings: Settings) -> None:
@@ -376,6 +386,15 @@ TAIL_DETAILS = (
 )
 
 
+def _workers_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes serving the port ($ROWCAST_WORKERS, default: cores)",
+    )
+
+
 def register(sub: Any) -> None:
     from rowcast.cli import command
 
@@ -389,6 +408,7 @@ def register(sub: Any) -> None:
     )
     _serve_flags(p)
     p.add_argument("--demo", action="store_true", help="seed a few demo books (once)")
+    _workers_flag(p)
 
     p = command(sub, "api", cmd_api, "run the REST API (production: token auth by default)")
     _serve_flags(p)
@@ -397,6 +417,7 @@ def register(sub: Any) -> None:
         sub, "notifier", cmd_notifier, "run the notifier: /ws, /sse, /changes (token auth by default)"
     )
     _serve_flags(p)
+    _workers_flag(p)
 
     p = command(
         sub,

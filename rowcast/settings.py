@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,25 @@ ENV: dict[str, Setting] = {
         "ROWCAST_HEADER_TIMEOUT",
         "a connection must send a request's full headers within this long (default 10s)",
     ),
+    "workers": Setting(
+        "ROWCAST_WORKERS",
+        "processes serving the port for `notifier` and `up` (default: the CPU cores on Linux, else 1)",
+    ),
 }
+
+
+def default_workers() -> int:
+    """The cores this process may run on: one notifier process per core uses them all.
+
+    Only on Linux, whose SO_REUSEPORT spreads new connections over the processes sharing a port;
+    elsewhere one socket of the group may take them all, so the default stays one process.
+    """
+    if not sys.platform.startswith("linux"):
+        return 1
+    count = getattr(os, "process_cpu_count", None)  # Python 3.13+: honours CPU affinity
+    if count is not None:
+        return int(count() or 1)
+    return len(os.sched_getaffinity(0)) or 1
 
 
 def default_data_dir() -> Path:
@@ -190,6 +209,7 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()
     trust_forwarded: bool = False
     header_timeout: float = 10.0
+    workers: int = dataclasses.field(default_factory=default_workers)
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with the given fields changed (None values are ignored, as from argparse)."""
@@ -210,6 +230,8 @@ class Settings:
             raise ConfigError(f"port {self.port} is out of range")
         if self.header_timeout <= 0:
             raise ConfigError("ROWCAST_HEADER_TIMEOUT must be more than 0")
+        if self.workers < 1:
+            raise ConfigError(f"--workers (ROWCAST_WORKERS) must be 1 or more, not {self.workers}")
         if self.read_timeout < 0.001:
             raise ConfigError("ROWCAST_READ_TIMEOUT must be at least 1ms (0 would mean no limit)")
         for name in (
@@ -261,6 +283,7 @@ _CONVERT: dict[str, Any] = {
     "longpoll_scan_budget": int,
     "max_body_bytes": int,
     "max_page_size": int,
+    "workers": int,
 }
 
 

@@ -68,7 +68,9 @@ class Replica:
                     "--database-url",
                     self.url,
                 ],
-                env={**os.environ, **self.env},
+                # One process per replica: its memory and sockets are what `sample` watches, and a
+                # SIGKILL must free the port for the restart on the same port.
+                env={**os.environ, "ROWCAST_WORKERS": "1", **self.env},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -82,3 +82,16 @@ def test_servers_option() -> None:
     for bad in ("", "rowcast,postgraphile", ","):
         with pytest.raises(argparse.ArgumentTypeError):
             harness.servers_arg(bad)
+
+
+def test_workers_series_are_compared_with_one_process() -> None:
+    from bench.fanout import rowcast_label, versus_one_process
+
+    def point(label: str, msgs: float, ok: bool = True) -> dict[str, object]:
+        return {"server": label, "clients": 100, "msgs_per_s": msgs, "ok": ok, "valid": "yes"}
+
+    one, two = rowcast_label("notify", 1), rowcast_label("notify", 2)
+    assert (one, two) == ("rowcast (notify)", "rowcast (notify, 2 workers)")
+    lines = versus_one_process([point(one, 1000), point(two, 1800), point(two, 5000, ok=False)], ["notify"])
+    assert lines[-1] == "- 100 clients: 1 process 1,000, 2 workers 1,800 (1.80x)"
+    assert versus_one_process([point(one, 1000)], ["notify"]) == []
