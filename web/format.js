@@ -74,6 +74,21 @@ export function bookValues({ title, author, num_pages }) {
   return { values };
 }
 
+/**
+ * A row (or the raw form) as the form would send it, unvalidated: trimmed title and author
+ * ("" for none), pages as a number or null. Comparing these tells which fields a person edited:
+ * an author that is null in the row and blank in the form was not edited.
+ */
+export function formValues({ title, author, num_pages }) {
+  const pages = String(num_pages ?? "").trim();
+  const n = Number(pages);
+  return {
+    title: String(title ?? "").trim(),
+    author: String(author ?? "").trim(),
+    num_pages: pages === "" ? null : Number.isFinite(n) ? n : pages,
+  };
+}
+
 /** The columns whose values differ between two rows, among `columns`. */
 export function differingColumns(a, b, columns) {
   return columns.filter((c) => (a?.[c] ?? null) !== (b?.[c] ?? null));
