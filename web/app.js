@@ -7,7 +7,10 @@
 // Stable hooks for browser tests:
 //   #status                text and data-state: connecting | live | reconnecting | offline | closed;
 //                          data-transport: websocket | sse
-//   #offline-note          shown while not live (the page still works over REST)
+//   #offline-note          shown while not live; says what still works: data-api = "up" (the
+//                          REST API answers: loads and saves still work) | "down" (the server
+//                          cannot be reached, as when `rowcast up` is down) | "database" (the API
+//                          answers 503) | "checking"
 //   #page-error            load / delete errors (role=alert)
 //   #book-form             data-mode="create" | "edit", data-editing="<id>" while editing
 //   #title #author #num_pages   the form fields; #save (submit); #cancel (leave edit mode)
@@ -42,8 +45,10 @@ import {
   actorLabel,
   differingColumns,
   formValues,
+  keyLabel,
   listWords,
   meaningfulColumns,
+  rowLabel,
 } from "./format.js";
 
 const COLUMNS = ["title", "author", "num_pages"];
@@ -87,6 +92,53 @@ const state = {
   busy: false,
 };
 
+// -- the banner: say only what is true --
+//
+// The live stream and the REST API may share a process (`rowcast up`) or not (a proxy that
+// blocks WebSockets and SSE). Which one it is, only asking the API tells, so while live
+// updates are paused the page asks /api/healthz every few seconds and words the banner by it.
+
+const API_PROBE_MS = 3000;
+const API_PROBE_TIMEOUT_MS = 2500;
+const BANNER = {
+  checking: "Live updates are paused, reconnecting…",
+  up: "Live updates are paused, reconnecting. The page still loads and saves books; it catches up when the connection returns.",
+  down: "The server cannot be reached: live updates are paused and nothing can be loaded or saved until it is back. Reconnecting…",
+  database: "The database is unavailable: live updates are paused and nothing can be saved until it is back. Reconnecting…",
+};
+let apiTimer = null;
+
+function showApi(state) {
+  el.offlineNote.dataset.api = state;
+  el.offlineNote.textContent = BANNER[state];
+}
+
+function watchApi() {
+  if (apiTimer !== null) return;
+  showApi("checking");
+  const probe = async () => {
+    const state = await probeApi();
+    if (apiTimer === null) return; // live again meanwhile
+    showApi(state);
+    apiTimer = setTimeout(probe, API_PROBE_MS);
+  };
+  apiTimer = setTimeout(probe, 0);
+}
+
+function stopWatchingApi() {
+  clearTimeout(apiTimer);
+  apiTimer = null;
+}
+
+async function probeApi() {
+  try {
+    const response = await fetch("/api/healthz", { cache: "no-store", signal: AbortSignal.timeout(API_PROBE_TIMEOUT_MS) });
+    return response.status === 503 ? "database" : "up";
+  } catch {
+    return "down"; // no answer at all: no HTTP server there
+  }
+}
+
 // -- connection and collection --
 
 const params = new URLSearchParams(location.search);
@@ -116,8 +168,12 @@ function showStatus(status, detail = "") {
   el.status.dataset.state = status;
   el.status.title = detail;
   el.status.dataset.transport = connection?.transport ?? "";
-  el.offlineNote.hidden = status === "live" || status === "connecting";
+  const paused = status !== "live" && status !== "connecting";
+  el.offlineNote.hidden = !paused;
+  if (paused) watchApi();
+  else stopWatchingApi();
 }
+
 
 // -- the table --
 
@@ -273,7 +329,8 @@ function logEvent(event, mine) {
   op.textContent = event.op;
   const what = document.createElement("span");
   what.className = "what";
-  what.textContent = event.pk ? `${event.table} ${Object.values(event.pk).join("/")}` : event.table;
+  what.textContent = rowLabel(event);
+  what.title = keyLabel(event); // the key stays at hand, just not as the name
   const who = document.createElement("span");
   who.className = "who";
   who.textContent = actorLabel(event.actor, mine);
@@ -333,6 +390,9 @@ function stopEditing() {
 }
 
 function clearForm() {
+  // reset(), not just empty values: it also forgets that the person had typed in the fields, so
+  // the now empty required title is not marked :user-invalid (red) after every save.
+  el.form.reset();
   fillForm(null);
 }
 
@@ -533,6 +593,8 @@ function showConflict(conflict) {
   el.conflictDismiss.textContent = deleted ? "Discard my edit" : "Keep editing";
   const wasHidden = el.conflict.hidden;
   el.conflict.hidden = false;
+  // Its choices must be on screen (not below the fold at 800 px): scroll, which is not focus.
+  el.conflict.scrollIntoView({ block: "nearest" });
   // A 412 answers the user's own click: take focus to the choice. A live notice must not
   // steal focus from someone typing.
   if (conflict.reason !== "changed" && wasHidden) el.conflictOverwrite.focus();

@@ -37,6 +37,27 @@ export function listWords(words) {
   return `${words.slice(0, -1).join(", ")} and ${words.at(-1)}`;
 }
 
+// Columns that name a row for a person, in order of preference.
+const READABLE = ["title", "name", "label"];
+
+/** "books 3": the table and the primary key's values ("books" for a truncate). */
+export function keyLabel(event) {
+  return event?.pk ? `${event.table} ${Object.values(event.pk).join("/")}` : String(event?.table ?? "");
+}
+
+/**
+ * What to call the row of a change event: its title, name or label when the table has one (for
+ * a delete from the old row, its only trace), else the table and key ("books 3").
+ */
+export function rowLabel(event) {
+  const row = event?.row ?? event?.old ?? null;
+  for (const column of READABLE) {
+    const value = row?.[column];
+    if (typeof value === "string" && value.trim() !== "") return value;
+  }
+  return keyLabel(event);
+}
+
 /** Human names of the book columns. */
 export const COLUMN_NAMES = Object.freeze({ title: "title", author: "author", num_pages: "pages", owner: "owner" });
 
