@@ -29,7 +29,8 @@
 //     [data-testid="changed-by"]   "changed by postgres via psql at 14:02:11"
 //     button[data-action="edit"], button[data-action="delete"]
 //   #book-count            number of books; #empty shown when there are none
-//   #events li             newest first, at most 50; data-table, data-op, data-id, data-mine
+//   #events li             newest first, at most 50; data-table, data-op, data-id, data-mine;
+//                          .what names the row by title/name (title attribute: "books 3")
 //   #reload                reload the snapshot
 //   document.body[data-ready="true"]   once the first snapshot is rendered
 //
