@@ -36,7 +36,16 @@
 //
 // Query parameters: ?transport=websocket|sse forces a transport.
 
-import { ApiError, ConflictError, connect, editedFields, LiveCollection, MergeConflictError, mergeEdits } from "./rowcast.js";
+import {
+  ApiError,
+  ConflictError,
+  connect,
+  editedFields,
+  LiveCollection,
+  MergeConflictError,
+  mergeEdits,
+  sameValue,
+} from "./rowcast.js";
 import {
   bookValues,
   changeLine,
@@ -445,9 +454,17 @@ async function save() {
   await writeEdit(myEdits(values), base);
 }
 
-/** The fields the person edited: the form against the row the edit started from. */
+/**
+ * The fields the person edited: the form against the row the edit started from, less those
+ * that already hold the row's current value. Those are either untouched fields the page filled
+ * with someone else's change, or the same change made by both: neither needs sending.
+ */
 function myEdits(values = formValues(readFields())) {
-  return editedFields(formValues(state.editing.base), values);
+  const edits = editedFields(formValues(state.editing.base), values);
+  const current = books.get(state.editing.id);
+  if (!current) return edits;
+  const now = formValues(current);
+  return Object.fromEntries(Object.entries(edits).filter(([column, value]) => !sameValue(value, now[column])));
 }
 
 /**
@@ -543,6 +560,11 @@ function noticeEditedBook(change) {
     const theirs = meaningfulColumns(Object.keys(event.old ?? {}));
     if (theirs.length) showMergeNote({ actor: event.actor, at: event.at, columns: theirs, saved: false });
     return;
+  }
+  // The base stays (the save must still meet the conflict), but the fields the person never
+  // touched show their values already: the form shows what will stand.
+  for (const column of COLUMNS) {
+    if (!(column in mineNow) && !conflicts.some((c) => c.field === column)) fillField(column, change.row[column]);
   }
   showConflict({ reason: "changed", id, current: change.row, actor: event.actor, at: event.at, columns, conflicts });
 }

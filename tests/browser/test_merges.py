@@ -204,6 +204,9 @@ def test_overwrite_writes_only_the_fields_the_person_edited(
     alice.click("#save")
     saved(alice)
     expect(bob.locator("#conflict")).to_have_attribute("data-reason", "changed", timeout=LIVE_MS)
+    # The field Bob never touched already shows Alice's value: the form shows what will stand.
+    expect(bob.locator("#num_pages")).to_have_value("305")
+    expect(bob.locator("#title")).to_have_value("Left Hand (Bob)")
     bob.click("#save")
     expect(bob.locator("#conflict")).to_have_attribute("data-reason", "stale")
     bob.click("#conflict-overwrite")
