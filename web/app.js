@@ -119,6 +119,7 @@ const BANNER = {
 let apiTimer = null;
 
 function showApi(state) {
+  if (el.offlineNote.dataset.api === state) return; // a status region: announce changes only
   el.offlineNote.dataset.api = state;
   el.offlineNote.textContent = BANNER[state];
 }
@@ -138,6 +139,7 @@ function watchApi() {
 function stopWatchingApi() {
   clearTimeout(apiTimer);
   apiTimer = null;
+  delete el.offlineNote.dataset.api;
 }
 
 async function probeApi() {
