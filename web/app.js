@@ -442,6 +442,7 @@ async function save() {
     return;
   }
   hideFormError();
+  hideMergeNote(); // it was about the previous save
   if (!state.editing) {
     try {
       await books.create(values);
