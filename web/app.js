@@ -7,7 +7,10 @@
 // Stable hooks for browser tests:
 //   #status                text and data-state: connecting | live | reconnecting | offline | closed;
 //                          data-transport: websocket | sse
-//   #offline-note          shown while not live (the page still works over REST)
+//   #offline-note          shown while not live; says what still works: data-api = "up" (the
+//                          REST API answers: loads and saves still work) | "down" (the server
+//                          cannot be reached, as when `rowcast up` is down) | "database" (the API
+//                          answers 503) | "checking"
 //   #page-error            load / delete errors (role=alert)
 //   #book-form             data-mode="create" | "edit", data-editing="<id>" while editing
 //   #title #author #num_pages   the form fields; #save (submit); #cancel (leave edit mode)
@@ -15,7 +18,10 @@
 //   #form-error            validation and API errors of the form (role=alert)
 //   #conflict              the conflict notice/dialog; data-reason = changed | stale | deleted | delete
 //   #conflict-text         who changed what, e.g. "Postgres via psql changed title at 14:02:11 …"
-//   #conflict-values       their current values
+//   #conflict-values       for each field both changed: dd[data-field][data-side="theirs" | "mine"];
+//                          else (a delete, or no field in common) their current values
+//   #merge-note            (role=status) someone else's change to other fields was merged into
+//                          the edit, or kept by a save: "alice via api changed pages at …"
 //   #conflict-load         "Load their version"; #conflict-overwrite "Overwrite"; #conflict-dismiss
 //   #book-rows tr[data-id="<id>"]   one row per book, newest first; data-state="removing" while
 //                          fading out after a delete
@@ -23,14 +29,37 @@
 //     [data-testid="changed-by"]   "changed by postgres via psql at 14:02:11"
 //     button[data-action="edit"], button[data-action="delete"]
 //   #book-count            number of books; #empty shown when there are none
-//   #events li             newest first, at most 50; data-table, data-op, data-id, data-mine
+//   #events li             newest first, at most 50; data-table, data-op, data-id, data-mine;
+//                          .what names the row by title/name (title attribute: "books 3")
 //   #reload                reload the snapshot
 //   document.body[data-ready="true"]   once the first snapshot is rendered
 //
 // Query parameters: ?transport=websocket|sse forces a transport.
 
-import { ApiError, ConflictError, connect, LiveCollection } from "./rowcast.js";
-import { bookValues, changeLine, clockTime, COLUMN_NAMES, conflictText, actorLabel, differingColumns } from "./format.js";
+import {
+  ApiError,
+  ConflictError,
+  connect,
+  editedFields,
+  LiveCollection,
+  MergeConflictError,
+  mergeEdits,
+  sameValue,
+} from "./rowcast.js";
+import {
+  bookValues,
+  changeLine,
+  clockTime,
+  COLUMN_NAMES,
+  conflictText,
+  actorLabel,
+  differingColumns,
+  formValues,
+  keyLabel,
+  listWords,
+  meaningfulColumns,
+  rowLabel,
+} from "./format.js";
 
 const COLUMNS = ["title", "author", "num_pages"];
 const MAX_EVENTS = 50;
@@ -57,6 +86,7 @@ const el = {
   conflictLoad: $("conflict-load"),
   conflictOverwrite: $("conflict-overwrite"),
   conflictDismiss: $("conflict-dismiss"),
+  mergeNote: $("merge-note"),
   rows: $("book-rows"),
   count: $("book-count"),
   empty: $("empty"),
@@ -68,9 +98,58 @@ const el = {
 // conflict on show, if any.
 const state = {
   editing: null, // {id, base}
-  conflict: null, // {reason, id, current, actor, at, columns}
+  conflict: null, // {reason, id, current, actor, at, columns, conflicts}
   busy: false,
 };
+
+// -- the banner: say only what is true --
+//
+// The live stream and the REST API may share a process (`rowcast up`) or not (a proxy that
+// blocks WebSockets and SSE). Which one it is, only asking the API tells, so while live
+// updates are paused the page asks /api/healthz every few seconds and words the banner by it.
+
+const API_PROBE_MS = 3000;
+const API_PROBE_TIMEOUT_MS = 2500;
+const BANNER = {
+  checking: "Live updates are paused, reconnecting…",
+  up: "Live updates are paused, reconnecting. The page still loads and saves books; it catches up when the connection returns.",
+  down: "The server cannot be reached: live updates are paused and nothing can be loaded or saved until it is back. Reconnecting…",
+  database: "The database is unavailable: live updates are paused and nothing can be saved until it is back. Reconnecting…",
+};
+let apiTimer = null;
+
+function showApi(state) {
+  if (el.offlineNote.dataset.api === state) return; // a status region: announce changes only
+  el.offlineNote.dataset.api = state;
+  el.offlineNote.textContent = BANNER[state];
+}
+
+function watchApi() {
+  if (apiTimer !== null) return;
+  showApi("checking");
+  const probe = async () => {
+    const state = await probeApi();
+    if (apiTimer === null) return; // live again meanwhile
+    showApi(state);
+    apiTimer = setTimeout(probe, API_PROBE_MS);
+  };
+  apiTimer = setTimeout(probe, 0);
+}
+
+function stopWatchingApi() {
+  clearTimeout(apiTimer);
+  apiTimer = null;
+  delete el.offlineNote.dataset.api;
+}
+
+async function probeApi() {
+  try {
+    const response = await fetch("/api/healthz", { cache: "no-store", signal: AbortSignal.timeout(API_PROBE_TIMEOUT_MS) });
+    return response.status === 503 ? "database" : "up";
+  } catch {
+    return "down"; // no answer at all: no HTTP server there
+  }
+}
 
 // -- connection and collection --
 
@@ -101,8 +180,12 @@ function showStatus(status, detail = "") {
   el.status.dataset.state = status;
   el.status.title = detail;
   el.status.dataset.transport = connection?.transport ?? "";
-  el.offlineNote.hidden = status === "live" || status === "connecting";
+  const paused = status !== "live" && status !== "connecting";
+  el.offlineNote.hidden = !paused;
+  if (paused) watchApi();
+  else stopWatchingApi();
 }
+
 
 // -- the table --
 
@@ -258,7 +341,8 @@ function logEvent(event, mine) {
   op.textContent = event.op;
   const what = document.createElement("span");
   what.className = "what";
-  what.textContent = event.pk ? `${event.table} ${Object.values(event.pk).join("/")}` : event.table;
+  what.textContent = rowLabel(event);
+  what.title = keyLabel(event); // the key stays at hand, just not as the name
   const who = document.createElement("span");
   who.className = "who";
   who.textContent = actorLabel(event.actor, mine);
@@ -270,14 +354,22 @@ function logEvent(event, mine) {
 
 // -- the form --
 
+function readFields() {
+  return { title: el.title.value, author: el.author.value, num_pages: el.numPages.value };
+}
+
 function readForm() {
-  return bookValues({ title: el.title.value, author: el.author.value, num_pages: el.numPages.value });
+  return bookValues(readFields());
+}
+
+const INPUTS = { title: () => el.title, author: () => el.author, num_pages: () => el.numPages };
+
+function fillField(column, value) {
+  INPUTS[column]().value = value ?? "";
 }
 
 function fillForm(row) {
-  el.title.value = row?.title ?? "";
-  el.author.value = row?.author ?? "";
-  el.numPages.value = row?.num_pages ?? "";
+  for (const column of COLUMNS) fillField(column, row?.[column]);
 }
 
 function startEditing(id) {
@@ -285,6 +377,7 @@ function startEditing(id) {
   if (!row) return;
   state.editing = { id: row.id, base: { ...row } };
   hideConflict();
+  hideMergeNote();
   hideFormError();
   fillForm(row);
   el.form.dataset.mode = "edit";
@@ -299,12 +392,20 @@ function stopEditing() {
   state.editing = null;
   hideConflict();
   hideFormError();
-  fillForm(null);
+  hideMergeNote();
+  clearForm();
   el.form.dataset.mode = "create";
   delete el.form.dataset.editing;
   el.formHeading.textContent = "Add a book";
   el.save.textContent = "Add book";
   el.cancel.hidden = true;
+}
+
+function clearForm() {
+  // reset(), not just empty values: it also forgets that the person had typed in the fields, so
+  // the now empty required title is not marked :user-invalid (red) after every save.
+  el.form.reset();
+  fillForm(null);
 }
 
 function showFormError(message) {
@@ -341,29 +442,56 @@ async function save() {
     return;
   }
   hideFormError();
+  hideMergeNote(); // it was about the previous save
   if (!state.editing) {
     try {
       await books.create(values);
-      fillForm(null);
+      clearForm();
       el.title.focus();
     } catch (err) {
       showFormError(errorText(err));
     }
     return;
   }
-  await writeEdit(values, state.editing.base.version);
+  const { base } = state.editing;
+  await writeEdit(myEdits(values), base);
 }
 
-/** PATCH the edited book based on `version`; conflicts go to the conflict notice, never raw. */
-async function writeEdit(values, version) {
+/**
+ * The fields the person edited: the form against the row the edit started from, less those
+ * that already hold the row's current value. Those are either untouched fields the page filled
+ * with someone else's change, or the same change made by both: neither needs sending.
+ */
+function myEdits(values = formValues(readFields())) {
+  const edits = editedFields(formValues(state.editing.base), values);
+  const current = books.get(state.editing.id);
+  if (!current) return edits;
+  const now = formValues(current);
+  return Object.fromEntries(Object.entries(edits).filter(([column, value]) => !sameValue(value, now[column])));
+}
+
+/**
+ * Save only the edited fields on top of `base` (rowcast.js merges a 412 on other fields and
+ * retries); a field both sides changed goes to the conflict dialog, never raw.
+ */
+async function writeEdit(mine, base) {
   const { id } = state.editing;
+  if (Object.keys(mine).length === 0) {
+    stopEditing(); // nothing edited: nothing to write, no version to bump
+    return;
+  }
   try {
-    await books.update(id, values, { version });
+    const { merged } = await books.saveFields(id, { base, mine });
     stopEditing();
+    if (meaningfulColumns(merged).length) showMergeNote({ ...whoChanged(id, books.get(id)), columns: merged, saved: true });
   } catch (err) {
-    if (err instanceof ConflictError) {
+    if (err instanceof MergeConflictError) {
+      showConflict({ reason: "stale", id, current: err.current, conflicts: err.conflicts, ...whoChanged(id, err.current) });
+    } else if (err instanceof ConflictError) {
+      // The row kept moving past the bounded retries: let the person look.
       const current = err.current ?? books.get(id) ?? null;
-      showConflict({ reason: current ? "stale" : "deleted", id, current, ...whoChanged(id, current) });
+      const conflicts = current ? mergeEdits(base, mine, current).conflicts : [];
+      showConflict({ reason: current ? "stale" : "deleted", id, current, conflicts, ...whoChanged(id, current) });
     } else if (err instanceof ApiError && err.status === 404) {
       showConflict({ reason: "deleted", id, current: null, ...whoChanged(id, null) });
     } else {
@@ -425,7 +553,46 @@ function noticeEditedBook(change) {
   }
   const earlier = state.conflict?.reason === "changed" ? state.conflict.columns : [];
   const columns = [...new Set([...earlier, ...Object.keys(event.old ?? {})])];
-  showConflict({ reason: "changed", id, current: change.row, actor: event.actor, at: event.at, columns });
+  const { base } = state.editing;
+  const mineNow = myEdits();
+  const { conflicts } = mergeEdits(formValues(base), mineNow, formValues(change.row));
+  if (conflicts.length === 0) {
+    // Their change touched other fields: take it into the form now, so the save merges cleanly.
+    if (state.conflict?.reason === "changed") hideConflict();
+    rebase(change.row, mineNow);
+    const theirs = meaningfulColumns(Object.keys(event.old ?? {}));
+    if (theirs.length) showMergeNote({ actor: event.actor, at: event.at, columns: theirs, saved: false });
+    return;
+  }
+  // The base stays (the save must still meet the conflict), but the fields the person never
+  // touched show their values already: the form shows what will stand.
+  for (const column of COLUMNS) {
+    if (!(column in mineNow) && !conflicts.some((c) => c.field === column)) fillField(column, change.row[column]);
+  }
+  showConflict({ reason: "changed", id, current: change.row, actor: event.actor, at: event.at, columns, conflicts });
+}
+
+/** Start the edit over from `row`, keeping the person's edits `mine` in their fields. */
+function rebase(row, mine) {
+  state.editing.base = { ...row };
+  for (const column of COLUMNS) {
+    if (!(column in mine)) fillField(column, row[column]);
+  }
+}
+
+function showMergeNote({ actor, at, columns, saved }) {
+  const time = clockTime(at);
+  const what = listWords(columns.map((c) => COLUMN_NAMES[c] ?? c));
+  const who = actor ? actorLabel(actor) : "someone else";
+  el.mergeNote.textContent = saved
+    ? `Saved. ${who} changed ${what}${time ? ` at ${time}` : ""} meanwhile; both changes were kept.`
+    : `${who} changed ${what}${time ? ` at ${time}` : ""}; your edits stay and will be saved on top.`;
+  el.mergeNote.hidden = false;
+}
+
+function hideMergeNote() {
+  el.mergeNote.hidden = true;
+  el.mergeNote.textContent = "";
 }
 
 function showConflict(conflict) {
@@ -433,7 +600,9 @@ function showConflict(conflict) {
   el.conflict.dataset.reason = conflict.reason;
   el.conflictText.textContent = conflictText(conflict);
   el.conflictValues.replaceChildren();
-  if (conflict.current) {
+  if (conflict.conflicts?.length) {
+    showBothValues(conflict.conflicts);
+  } else if (conflict.current) {
     for (const column of COLUMNS) {
       const dt = document.createElement("dt");
       dt.textContent = `Their ${COLUMN_NAMES[column]}`;
@@ -450,9 +619,34 @@ function showConflict(conflict) {
   el.conflictDismiss.textContent = deleted ? "Discard my edit" : "Keep editing";
   const wasHidden = el.conflict.hidden;
   el.conflict.hidden = false;
+  // Its choices must be on screen (not below the fold at 800 px): scroll, which is not focus.
+  el.conflict.scrollIntoView({ block: "nearest" });
   // A 412 answers the user's own click: take focus to the choice. A live notice must not
   // steal focus from someone typing.
   if (conflict.reason !== "changed" && wasHidden) el.conflictOverwrite.focus();
+}
+
+/** Per field both changed: their value and mine, side by side. */
+function showBothValues(conflicts) {
+  for (const { field, theirs, mine } of conflicts) {
+    const dt = document.createElement("dt");
+    dt.textContent = COLUMN_NAMES[field] ?? field;
+    el.conflictValues.append(dt, sideValue(field, "theirs", "Theirs", theirs), sideValue(field, "mine", "Yours", mine));
+  }
+}
+
+function sideValue(field, side, label, value) {
+  const dd = document.createElement("dd");
+  dd.dataset.field = field;
+  dd.dataset.side = side;
+  const name = document.createElement("span");
+  name.className = "side";
+  name.textContent = `${label}: `;
+  const text = document.createElement("span");
+  text.className = "value";
+  text.textContent = value === null || value === undefined || value === "" ? "—" : String(value);
+  dd.append(name, text);
+  return dd;
 }
 
 function hideConflict() {
@@ -468,9 +662,13 @@ async function loadTheirVersion() {
     stopEditing();
     return;
   }
+  // Their values where both changed a field; the person's other edits stay in the form.
   const current = books.get(conflict.id) ?? conflict.current;
-  state.editing.base = { ...current };
+  const mine = myEdits();
+  const { patch } = mergeEdits(formValues(state.editing.base), mine, formValues(current));
   fillForm(current);
+  rebase(current, patch);
+  for (const [column, value] of Object.entries(patch)) fillField(column, value);
   hideConflict();
   el.title.focus();
 }
@@ -497,11 +695,14 @@ async function overwrite() {
     }
     return;
   }
-  // Overwrite what we have seen, and only that: if yet another change lands first, 412 again.
-  const current = books.get(conflict.id);
-  const version = Math.max(conflict.current?.version ?? 0, current?.version ?? 0);
+  // Overwrite writes the fields the person edited, and only those, over the row as we last saw
+  // it: a field they never touched is never sent, so it can never be reverted. Yet another
+  // change to other fields merges; one to the same fields asks again.
+  const mine = myEdits(values);
+  const seen = [conflict.current, books.get(conflict.id)].filter(Boolean);
+  const current = seen.reduce((a, b) => (b.version > a.version ? b : a));
   hideConflict();
-  await writeEdit(values, version);
+  await writeEdit(mine, current);
 }
 
 async function deleteAt(id, version) {

@@ -2,27 +2,11 @@
 // (If-Match, X-Request-ID) whose echoes it recognises as its own.
 
 import { apiUrl, parseJson } from "./protocol.js";
+import { ApiError, ConflictError } from "./errors.js";
+import { saveFields } from "./merge.js";
 import { RowStore } from "./rowstore.js";
 
-/** A REST call failed: `status`, `code` and `message` from the API's JSON error body. */
-export class ApiError extends Error {
-  constructor(status, body, fallback) {
-    super(body?.message ?? body?.error ?? fallback ?? `HTTP ${status}`);
-    this.name = "ApiError";
-    this.status = status;
-    this.code = body?.error ?? null;
-    this.body = body ?? null;
-  }
-}
-
-/** 412: the row changed since the version the write was based on; `current` is the row now. */
-export class ConflictError extends ApiError {
-  constructor(status, body) {
-    super(status, body, "the row changed since you loaded it");
-    this.name = "ConflictError";
-    this.current = body?.current ?? null;
-  }
-}
+export { ApiError, ConflictError };
 
 /** A fresh request id; crypto.randomUUID exists only in secure contexts, getRandomValues everywhere. */
 export function newRequestId() {
@@ -130,6 +114,23 @@ export class LiveCollection {
     const row = await this.#request("PATCH", this.#idOf(pk), changes, v);
     this.#applyRest(this.store.applyRow(row));
     return row;
+  }
+
+  /**
+   * Save only the fields a person edited, merging with concurrent writes (web/merge.js):
+   * `base` is the row the edit started from, `mine` the edited fields only. A 412 whose change
+   * touched other fields is merged and retried (at most `retries` times); a field both sides
+   * changed rejects with MergeConflictError ({conflicts, current}) and writes nothing.
+   * Resolves to {row, merged, attempts}.
+   */
+  saveFields(pk, { base, mine, version, retries } = {}) {
+    const id = this.#idOf(pk);
+    return saveFields((fields, at) => this.update(id, fields, { version: at }), {
+      base: base ?? this.store.get(pk),
+      mine,
+      version: version ?? base?.version ?? this.#versionOf(pk),
+      retries,
+    });
   }
 
   /** DELETE a row, with the same If-Match rules as update. */

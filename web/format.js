@@ -37,6 +37,27 @@ export function listWords(words) {
   return `${words.slice(0, -1).join(", ")} and ${words.at(-1)}`;
 }
 
+// Columns that name a row for a person, in order of preference.
+const READABLE = ["title", "name", "label"];
+
+/** "books 3": the table and the primary key's values ("books" for a truncate). */
+export function keyLabel(event) {
+  return event?.pk ? `${event.table} ${Object.values(event.pk).join("/")}` : String(event?.table ?? "");
+}
+
+/**
+ * What to call the row of a change event: its title, name or label when the table has one (for
+ * a delete from the old row, its only trace), else the table and key ("books 3").
+ */
+export function rowLabel(event) {
+  const row = event?.row ?? event?.old ?? null;
+  for (const column of READABLE) {
+    const value = row?.[column];
+    if (typeof value === "string" && value.trim() !== "") return value;
+  }
+  return keyLabel(event);
+}
+
 /** Human names of the book columns. */
 export const COLUMN_NAMES = Object.freeze({ title: "title", author: "author", num_pages: "pages", owner: "owner" });
 
@@ -72,6 +93,21 @@ export function bookValues({ title, author, num_pages }) {
     values.num_pages = n;
   }
   return { values };
+}
+
+/**
+ * A row (or the raw form) as the form would send it, unvalidated: trimmed title and author
+ * ("" for none), pages as a number or null. Comparing these tells which fields a person edited:
+ * an author that is null in the row and blank in the form was not edited.
+ */
+export function formValues({ title, author, num_pages }) {
+  const pages = String(num_pages ?? "").trim();
+  const n = Number(pages);
+  return {
+    title: String(title ?? "").trim(),
+    author: String(author ?? "").trim(),
+    num_pages: pages === "" ? null : Number.isFinite(n) ? n : pages,
+  };
 }
 
 /** The columns whose values differ between two rows, among `columns`. */

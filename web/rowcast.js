@@ -9,6 +9,12 @@
 //   const books = new LiveCollection({ resource: "books", connection, onChange, onReset });
 //   await books.load();                               // GET /api/books, then subscribe from its cursor
 //   await books.update(7, { title: "Dune" });          // If-Match + X-Request-ID; 412 -> ConflictError
+//   await books.saveFields(7, { base, mine });         // PATCH only edited fields; on 412 merge
+//                                                     // and retry, MergeConflictError if the
+//                                                     // same field changed on both sides
+//
+// The merge rule on its own, for apps with their own I/O: mergeEdits(base, mine, theirs) (pure)
+// and saveFields(write, {base, mine, version}) (PATCH, 412, merge, bounded retries).
 //
 // The pure pieces (row applier, backoff, URLs, frames) live in their own modules and are
 // exported too, for tests and for clients that bring their own I/O.
@@ -16,6 +22,7 @@
 export { connect, Connection } from "./connection.js";
 export { LiveCollection, ApiError, ConflictError, ifMatch, newRequestId } from "./collection.js";
 export { RowStore, changedColumns } from "./rowstore.js";
+export { MERGE_RETRIES, MergeConflictError, editedFields, mergeEdits, sameValue, saveFields } from "./merge.js";
 export { Backoff } from "./backoff.js";
 export {
   CLOSE,

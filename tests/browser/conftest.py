@@ -72,11 +72,13 @@ def console() -> Console:
 
 @pytest.fixture
 def open_page(browser: Browser, server: LiveServer, console: Console) -> Iterator[Callable[..., Page]]:
-    """open_page(name, query="", width=1280) -> a loaded books page in a context of its own."""
+    """open_page(name, query="", width=1280, height=900) -> a loaded books page in a context of its own."""
     contexts: list[BrowserContext] = []
 
-    def opener(name: str, query: str = "", width: int = 1280, init_script: str | None = None) -> Page:
-        context = browser.new_context(viewport={"width": width, "height": 900})
+    def opener(
+        name: str, query: str = "", width: int = 1280, init_script: str | None = None, height: int = 900
+    ) -> Page:
+        context = browser.new_context(viewport={"width": width, "height": height})
         context.set_default_timeout(10_000)
         contexts.append(context)
         if init_script:

@@ -139,13 +139,15 @@ def test_psql_update_while_editing_gives_a_notice_and_the_save_a_conflict_not_a_
     row(page, book).locator('[data-action="edit"]').click()
     page.fill("#title", "Solaris (my edit)")
 
-    psql(db_url, f"UPDATE books SET num_pages = 204 WHERE id = {book}")
+    # psql changes the field being edited (and another): only that one is a conflict.
+    psql(db_url, f"UPDATE books SET title = 'Solaris (psql)', num_pages = 204 WHERE id = {book}")
     conflict = page.locator("#conflict")
     expect(conflict).to_be_visible(timeout=LIVE_MS)
     expect(conflict).to_have_attribute("data-reason", "changed")
     expect(page.locator("#conflict-text")).to_contain_text(
         re.compile(
-            r"^This book was changed by postgres via psql at \d\d:\d\d:\d\d while you were editing it \(changed: pages\)\.$"
+            r"^This book was changed by postgres via psql at \d\d:\d\d:\d\d while you were editing it "
+            r"\(changed: title and pages\)\.$"
         )
     )
     expect(page.locator("#conflict-load")).to_have_text("Load their version")
@@ -160,17 +162,17 @@ def test_psql_update_while_editing_gives_a_notice_and_the_save_a_conflict_not_a_
     expect(page.locator("#conflict-text")).to_contain_text(
         "Not saved: this book was changed by postgres via psql at "
     )
-    expect(page.locator("#conflict-text")).to_contain_text("(changed: pages)")
-    expect(page.locator("#conflict-values")).to_contain_text("204")
+    expect(page.locator("#conflict-text")).to_contain_text("(changed: title and pages)")
+    expect(page.locator("#conflict-values")).to_contain_text("Solaris (psql)")
     expect(page.locator("#form-error")).to_be_hidden()
-    assert db_books(db_url) == [(book, "Solaris")]  # psql's row stands: nothing was lost
+    assert db_books(db_url) == [(book, "Solaris (psql)")]  # psql's row stands: nothing was lost
     page.screenshot(path=str(artifacts / "books-conflict.png"), full_page=True)
 
     # Load their version, redo the edit on top of it: both changes survive.
     page.click("#conflict-load")
     expect(conflict).to_be_hidden()
     expect(page.locator("#num_pages")).to_have_value("204")
-    expect(page.locator("#title")).to_have_value("Solaris")
+    expect(page.locator("#title")).to_have_value("Solaris (psql)")
     page.fill("#title", "Solaris (my edit)")
     page.click("#save")
     expect(page.locator("#book-form")).to_have_attribute("data-mode", "create")
@@ -182,7 +184,7 @@ def test_psql_update_while_editing_gives_a_notice_and_the_save_a_conflict_not_a_
     ]
 
 
-def test_overwrite_after_a_conflict_writes_the_edit_over_theirs(
+def test_a_psql_change_to_another_field_merges_into_the_edit_without_a_dialog(
     open_page: OpenPage, db_url: str, console: Console
 ) -> None:
     (book,) = seed(db_url, "Roadside Picnic")
@@ -191,12 +193,15 @@ def test_overwrite_after_a_conflict_writes_the_edit_over_theirs(
     row(page, book).locator('[data-action="edit"]').click()
     page.fill("#num_pages", "145")
     psql(db_url, f"UPDATE books SET author = 'A. & B. Strugatsky' WHERE id = {book}")
-    expect(page.locator("#conflict")).to_have_attribute("data-reason", "changed", timeout=LIVE_MS)
-    expect(page.locator("#conflict-text")).to_contain_text("(changed: author)")
-    page.click("#conflict-overwrite")
+    # The untouched field follows psql; the edited one keeps the edit; nothing asks.
+    expect(page.locator("#author")).to_have_value("A. & B. Strugatsky", timeout=LIVE_MS)
+    expect(page.locator("#num_pages")).to_have_value("145")
+    expect(page.locator("#merge-note")).to_contain_text("postgres via psql changed author")
+    expect(page.locator("#conflict")).to_be_hidden()
+    page.click("#save")
     expect(page.locator("#book-form")).to_have_attribute("data-mode", "create")
-    assert psql(db_url, f"SELECT author, num_pages FROM books WHERE id = {book}") == "Seed Author|145"
-    expect(cell(page, book, "author")).to_have_text("Seed Author")
+    assert psql(db_url, f"SELECT author, num_pages FROM books WHERE id = {book}") == "A. & B. Strugatsky|145"
+    expect(cell(page, book, "author")).to_have_text("A. & B. Strugatsky")
     assert console.errors == []
 
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { describe, test } from "node:test";
 
-import { actorLabel, bookValues, changeLine, clockTime, conflictText, differingColumns, listWords, meaningfulColumns } from "../../web/format.js";
+import { actorLabel, bookValues, changeLine, clockTime, conflictText, differingColumns, formValues, keyLabel, listWords, meaningfulColumns, rowLabel } from "../../web/format.js";
 
 const psql = { user: "postgres", app: "psql", addr: "127.0.0.1", actor: null, request_id: null };
 const api = { user: "postgres", app: "api", actor: "alice", request_id: "r1" };
@@ -50,4 +50,30 @@ test("form values are trimmed and checked like the database checks them", () => 
 test("differingColumns compares the listed columns only", () => {
   assert.deepEqual(differingColumns({ title: "a", version: 1 }, { title: "b", version: 2 }, ["title", "author"]), ["title"]);
   assert.deepEqual(differingColumns(undefined, { title: "b" }, ["title"]), ["title"]);
+});
+
+describe("rowLabel names a row for the event log", () => {
+  const at = { table: "books", pk: { id: 3 } };
+  test("by title, name or label, in that order", () => {
+    assert.equal(rowLabel({ ...at, row: { id: 3, title: "Dune" } }), "Dune");
+    assert.equal(rowLabel({ ...at, table: "authors", row: { id: 3, name: "Le Guin" } }), "Le Guin");
+    assert.equal(rowLabel({ ...at, row: { id: 3, label: "L" } }), "L");
+  });
+  test("a delete from its old row", () => {
+    assert.equal(rowLabel({ ...at, op: "delete", row: null, old: { id: 3, title: "Gone" } }), "Gone");
+  });
+  test("the table and key when there is no readable column, or it is empty", () => {
+    assert.equal(rowLabel({ ...at, row: { id: 3, n: 1 } }), "books 3");
+    assert.equal(rowLabel({ ...at, row: { id: 3, title: "  " } }), "books 3");
+    assert.equal(rowLabel({ ...at, op: "delete", row: null, old: { id: 3 } }), "books 3");
+    assert.equal(rowLabel({ table: "books", op: "truncate", row: null, pk: null }), "books");
+    assert.equal(keyLabel({ table: "t", pk: { a: 1, b: 2 } }), "t 1/2");
+  });
+});
+
+describe("formValues", () => {
+  test("a null author and a blank one are the same; pages become numbers", () => {
+    assert.deepEqual(formValues({ title: " Dune ", author: null, num_pages: "305" }), { title: "Dune", author: "", num_pages: 305 });
+    assert.deepEqual(formValues({ title: "x", author: "", num_pages: "" }), { title: "x", author: "", num_pages: null });
+  });
 });
