@@ -129,7 +129,9 @@ class Process:
     def start(self) -> Process:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rowcast.cli", *self.args],
-            env={**os.environ, **self.env},
+            # One process unless a test asks for workers: per-process limits and PIDs are what most
+            # tests look at (tests/integration/test_workers.py covers N processes).
+            env={**os.environ, "ROWCAST_WORKERS": "1", **self.env},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
