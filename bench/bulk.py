@@ -5,9 +5,9 @@
 
 A fresh embedded Postgres (durable commits). Each statement runs in its own transaction on a
 plain table and on a captured twin, per wake-up mode, best of the repeats; "ratio" is plain
-time / captured time (1.0 = capture is free). On a plain table capture logs INSERT and DELETE per
-statement from the transition table; UPDATE is a row trigger (capture_v4.sql says why). A
-partitioned twin shows the row-trigger path for every statement.
+time / captured time (1.0 = capture is free). Two captured twins: one per statement
+(rowcast.capture_per_statement: INSERT and DELETE logged from the transition table, UPDATE by
+the row trigger; capture_v4.sql says why), one per row (the default).
 """
 
 from __future__ import annotations
@@ -24,17 +24,14 @@ from bench.common import Database
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 COLUMNS = "id bigint PRIMARY KEY, a integer NOT NULL, b text NOT NULL, c timestamptz NOT NULL DEFAULT now()"
-TABLES = {"plain": "bulk_plain", "captured": "bulk_captured", "captured, partitioned": "bulk_parted"}
+TABLES = {"plain": "bulk_plain", "per statement": "bulk_statement", "per row": "bulk_row"}
 
 
 def prepare(db: Database) -> None:
-    db.execute(f"CREATE TABLE bulk_plain ({COLUMNS})")
-    db.execute(f"CREATE TABLE bulk_captured ({COLUMNS})")
-    db.execute(f"CREATE TABLE bulk_parted ({COLUMNS}) PARTITION BY RANGE (id)")
-    db.execute(
-        "CREATE TABLE bulk_parted_all PARTITION OF bulk_parted FOR VALUES FROM (MINVALUE) TO (MAXVALUE)"
-    )
-    db.execute("SELECT rowcast.enable_capture('bulk_captured'), rowcast.enable_capture('bulk_parted')")
+    for table in TABLES.values():
+        db.execute(f"CREATE TABLE {table} ({COLUMNS})")
+    db.execute("SELECT rowcast.enable_capture('bulk_statement'), rowcast.enable_capture('bulk_row')")
+    db.execute("SELECT rowcast.capture_per_statement('bulk_statement')")
 
 
 def statements(rows: int) -> dict[str, Callable[[Conn, str], None]]:
@@ -79,7 +76,7 @@ def run_once(url: str, rows: int) -> dict[tuple[str, str], float]:
 
 def table(results: dict[str, dict[tuple[str, str], float]], rows: int) -> str:
     lines = [
-        "| wake-up mode | statement | plain s | captured s | ratio | captured (partitioned, row trigger) s | ratio |",
+        "| wake-up mode | statement | plain s | captured per statement s | ratio | captured per row s | ratio |",
         "|---|---|---|---|---|---|---|",
     ]
     for mode, best in results.items():

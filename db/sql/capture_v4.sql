@@ -393,12 +393,14 @@ BEGIN
 END;
 $$;
 
--- Bulk statements captured per statement: an INSERT or DELETE of many rows logs them with one
--- set-based INSERT from the statement's transition table instead of one trigger call per row
--- (a 100,000-row INSERT ... SELECT ran the row trigger 100,000 times). The events are the same
--- as the row trigger's. UPDATE stays a row trigger: a transition table does not pair an old row
--- with its new one when the key changes. Partitioned tables and inheritance hierarchies keep the
--- row trigger for everything: a statement trigger on the root does not fire for a statement that
+-- Bulk statements captured per statement, for tables that ask for it
+-- (rowcast.capture_per_statement(table)): an INSERT or DELETE of many rows is logged from the
+-- statement's transition table with one set-based INSERT instead of one trigger call per row
+-- (a 100,000-row INSERT ... SELECT ran the row trigger 100,000 times), with the same events.
+-- Opt-in because a statement trigger with a transition table costs a single-row INSERT more than
+-- the row trigger does (measured: about 20% per durable single-row insert). UPDATE stays a row
+-- trigger: a transition table does not pair an old row with its new one when the key changes.
+-- Only plain tables: a partitioned root's statement trigger does not fire for a statement that
 -- names a partition.
 CREATE FUNCTION rowcast.capture_rows() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
@@ -407,7 +409,6 @@ AS $$
 DECLARE
     keys  text[];
     virt  text;
-    image text := 'to_jsonb(rowcast_r.*)';
     n     bigint;
 BEGIN
     SELECT c.pk_columns, c.virtual_columns INTO keys, virt FROM rowcast.captured c WHERE c.relid = TG_RELID;
@@ -416,102 +417,78 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'the owner enables capture with rowcast.enable_capture(...)';
     END IF;
-    IF EXISTS (SELECT FROM unnest(keys) k
-                WHERE NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = TG_RELID
-                                     AND a.attname = k AND NOT a.attisdropped)) THEN
-        -- A key column renamed or dropped while DDL was not tracked: the catalog's key (as the
-        -- row trigger does), so no change carries a null key.
-        keys := coalesce(rowcast.pk_columns(TG_RELID), '{}'::text[]);
-    END IF;
     IF virt IS NOT NULL THEN
-        -- Virtual generated columns are not stored: computed from the row (see capture_v3()).
-        image := format('to_jsonb(rowcast_r.*) || (SELECT to_jsonb(v.*) FROM (SELECT %s FROM (SELECT rowcast_r.*) AS t) AS v)', virt);
+        EXECUTE format(
+            'INSERT INTO rowcast.changes (relid, schema_name, table_name, op, pk, "row", old) '
+            'SELECT $1, $2, $3, $4, (SELECT coalesce(jsonb_object_agg(k, j -> k), ''{}''::jsonb) '
+            'FROM unnest(CASE WHEN j ?& $5 THEN $5 ELSE coalesce(rowcast.pk_columns($1), ''{}''::text[]) END) AS k), %s, %s '
+            'FROM (SELECT to_jsonb(rowcast_r.*) || (SELECT to_jsonb(v.*) FROM (SELECT %s FROM (SELECT rowcast_r.*) AS t) AS v) AS j FROM %I AS rowcast_r) AS s',
+            CASE TG_OP WHEN 'INSERT' THEN 'j' ELSE 'NULL' END,
+            CASE TG_OP WHEN 'DELETE' THEN 'j' ELSE 'NULL' END,
+            virt,
+            CASE TG_OP WHEN 'INSERT' THEN 'rowcast_new' ELSE 'rowcast_old' END)
+        USING TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, lower(TG_OP), keys;
+    ELSIF TG_OP = 'INSERT' THEN
+        INSERT INTO rowcast.changes (relid, schema_name, table_name, op, pk, "row")
+        SELECT TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'insert',
+               -- The registered key, or the catalog's if a key column is gone (DDL untracked): never null.
+               (SELECT coalesce(jsonb_object_agg(k, j -> k), '{}'::jsonb) FROM unnest(CASE WHEN j ?& keys THEN keys ELSE coalesce(rowcast.pk_columns(TG_RELID), '{}'::text[]) END) AS k), j
+          FROM (SELECT to_jsonb(rowcast_r.*) AS j FROM rowcast_new AS rowcast_r) AS s;
+    ELSE
+        INSERT INTO rowcast.changes (relid, schema_name, table_name, op, pk, old)
+        SELECT TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'delete',
+               (SELECT coalesce(jsonb_object_agg(k, j -> k), '{}'::jsonb) FROM unnest(CASE WHEN j ?& keys THEN keys ELSE coalesce(rowcast.pk_columns(TG_RELID), '{}'::text[]) END) AS k), j
+          FROM (SELECT to_jsonb(rowcast_r.*) AS j FROM rowcast_old AS rowcast_r) AS s;
     END IF;
-    EXECUTE format(
-        'INSERT INTO rowcast.changes (relid, schema_name, table_name, op, pk, "row", old) '
-        'SELECT $1, $2, $3, $4, (SELECT coalesce(jsonb_object_agg(k, j -> k), ''{}''::jsonb) FROM unnest($5) k), %s, %s '
-        'FROM (SELECT %s AS j FROM %I AS rowcast_r) AS s',
-        CASE TG_OP WHEN 'INSERT' THEN 'j' ELSE 'NULL' END,
-        CASE TG_OP WHEN 'DELETE' THEN 'j' ELSE 'NULL' END,
-        image,
-        CASE TG_OP WHEN 'INSERT' THEN 'rowcast_new' ELSE 'rowcast_old' END)
-    USING TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, lower(TG_OP), keys;
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 AND current_setting('rowcast.rang', true) IS DISTINCT FROM 'y' THEN
-        PERFORM set_config('rowcast.rang', 'y', true);  -- the first log row queued the doorbell
+        PERFORM set_config('rowcast.rang', 'y', true);
     END IF;
     RETURN NULL;
 END;
 $$;
 
--- As version 3, but a plain table's INSERT and DELETE are logged per statement (capture_rows()).
-CREATE OR REPLACE FUNCTION rowcast.enable_capture(tbl regclass) RETURNS text
+ALTER TABLE rowcast.captured ADD COLUMN per_statement boolean NOT NULL DEFAULT false;
+
+-- Switch a captured plain table between per-statement (true) and per-row (false) capture of
+-- INSERT and DELETE. enable_capture() always installs per-row capture (and resets this).
+CREATE FUNCTION rowcast.capture_per_statement(tbl regclass, per_statement boolean DEFAULT true) RETURNS text
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    pk      text[] := rowcast.pk_columns(tbl);
-    nsp     text;
-    rel     text;
-    trg     text;
-    kind    "char";
-    is_part boolean;
+    kind "char";
 BEGIN
-    SELECT n.nspname, c.relname, c.relkind, c.relispartition INTO nsp, rel, kind, is_part
-      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
-    IF nsp = 'rowcast' THEN
-        RAISE EXCEPTION 'rowcast: % is rowcast''s own table and cannot be captured', tbl;
-    END IF;
-    IF kind NOT IN ('r', 'p') THEN
-        RAISE EXCEPTION 'rowcast: % is not a table', tbl;
-    END IF;
-    IF is_part THEN
-        RAISE EXCEPTION 'rowcast: % is a partition of %', tbl, pg_partition_root(tbl)::regclass
-            USING HINT = 'capture the partitioned table at its root: its partitions are included',
+    IF NOT EXISTS (SELECT FROM rowcast.captured r WHERE r.relid = tbl) THEN
+        RAISE EXCEPTION 'rowcast: table % is not captured', tbl
+            USING HINT = 'enable capture first: SELECT rowcast.enable_capture(...)',
                   ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    IF pk IS NULL THEN
-        RAISE EXCEPTION 'rowcast: table % has no primary key', tbl
-            USING HINT = 'capture identifies rows by their primary key; add one, e.g. ALTER TABLE ... ADD PRIMARY KEY (...)',
-                  ERRCODE = 'object_not_in_prerequisite_state';
+    SELECT c.relkind INTO kind FROM pg_class c WHERE c.oid = tbl;
+    IF per_statement AND (kind <> 'r' OR EXISTS (SELECT FROM pg_inherits i WHERE i.inhrelid = tbl OR i.inhparent = tbl)) THEN
+        RAISE EXCEPTION 'rowcast: % is partitioned or in an inheritance tree: it is captured per row', tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    -- Replace any rowcast trigger (an older version). On a partitioned table the row trigger is
-    -- cloned onto every partition, present and future, by Postgres itself.
-    FOR trg IN SELECT tgname FROM pg_trigger
-                WHERE tgrelid = tbl AND tgname LIKE 'rowcast\_capture\_%' AND tgparentid = 0 LOOP
-        EXECUTE format('DROP TRIGGER %I ON %s', trg, tbl);
-    END LOOP;
-    -- Register first: the trigger refuses unregistered tables.
-    DELETE FROM rowcast.captured WHERE relid = tbl OR (schema_name, table_name) = (nsp, rel);
-    INSERT INTO rowcast.captured (schema_name, table_name, pk_columns, version, relid)
-    VALUES (nsp, rel, pk, 4, tbl);
-    IF kind = 'r' AND NOT EXISTS (SELECT FROM pg_inherits i WHERE i.inhrelid = tbl OR i.inhparent = tbl) THEN
-        -- A plain table: INSERT and DELETE logged per statement from the transition table.
-        EXECUTE format(
-            'CREATE TRIGGER rowcast_capture_v3 AFTER UPDATE ON %s '
-            'FOR EACH ROW EXECUTE FUNCTION rowcast.capture_v3()', tbl);
-        EXECUTE format(
-            'CREATE TRIGGER rowcast_capture_insert_v4 AFTER INSERT ON %s REFERENCING NEW TABLE AS rowcast_new '
-            'FOR EACH STATEMENT EXECUTE FUNCTION rowcast.capture_rows()', tbl);
-        EXECUTE format(
-            'CREATE TRIGGER rowcast_capture_delete_v4 AFTER DELETE ON %s REFERENCING OLD TABLE AS rowcast_old '
-            'FOR EACH STATEMENT EXECUTE FUNCTION rowcast.capture_rows()', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS rowcast_capture_v3 ON %s', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS rowcast_capture_insert_v4 ON %s', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS rowcast_capture_delete_v4 ON %s', tbl);
+    IF per_statement THEN
+        EXECUTE format('CREATE TRIGGER rowcast_capture_v3 AFTER UPDATE ON %s '
+                       'FOR EACH ROW EXECUTE FUNCTION rowcast.capture_v3()', tbl);
+        EXECUTE format('CREATE TRIGGER rowcast_capture_insert_v4 AFTER INSERT ON %s '
+                       'REFERENCING NEW TABLE AS rowcast_new FOR EACH STATEMENT EXECUTE FUNCTION rowcast.capture_rows()', tbl);
+        EXECUTE format('CREATE TRIGGER rowcast_capture_delete_v4 AFTER DELETE ON %s '
+                       'REFERENCING OLD TABLE AS rowcast_old FOR EACH STATEMENT EXECUTE FUNCTION rowcast.capture_rows()', tbl);
     ELSE
-        -- Partitioned, or in an inheritance tree: the row trigger for every row change.
-        EXECUTE format(
-            'CREATE TRIGGER rowcast_capture_v3 AFTER INSERT OR UPDATE OR DELETE ON %s '
-            'FOR EACH ROW EXECUTE FUNCTION rowcast.capture_v3()', tbl);
+        EXECUTE format('CREATE TRIGGER rowcast_capture_v3 AFTER INSERT OR UPDATE OR DELETE ON %s '
+                       'FOR EACH ROW EXECUTE FUNCTION rowcast.capture_v3()', tbl);
     END IF;
-    EXECUTE format(
-        'CREATE TRIGGER rowcast_capture_truncate_v3 AFTER TRUNCATE ON %s '
-        'FOR EACH STATEMENT EXECUTE FUNCTION rowcast.capture_v3()', tbl);
-    RETURN format('capture enabled on %I.%I (primary key: %s)', nsp, rel, array_to_string(pk, ', '));
+    UPDATE rowcast.captured r SET per_statement = capture_per_statement.per_statement WHERE r.relid = tbl;
+    RETURN format('%s: INSERT and DELETE captured per %s', tbl, CASE WHEN per_statement THEN 'statement' ELSE 'row' END);
 END;
 $$;
 
 
--- Every captured table moves to this version's triggers (enable_capture replaces them).
-SELECT rowcast.enable_capture(r.relid) FROM rowcast.captured r WHERE EXISTS (SELECT FROM pg_class c WHERE c.oid = r.relid);
 
 -- Least privilege, as for the row trigger (capture_v3.sql): owned by rowcast_capture, which may
 -- now also follow the registry (names and key; forget a dropped table), nothing else of it.
@@ -523,6 +500,8 @@ REVOKE CREATE ON SCHEMA rowcast FROM rowcast_capture;
 GRANT UPDATE (schema_name, table_name, pk_columns), DELETE ON rowcast.captured TO rowcast_capture;
 REVOKE ALL ON FUNCTION rowcast.ring() FROM PUBLIC;
 REVOKE ALL ON FUNCTION rowcast.capture_rows() FROM PUBLIC;
+REVOKE ALL ON FUNCTION rowcast.capture_per_statement(regclass, boolean) FROM PUBLIC;
+
 REVOKE ALL ON FUNCTION rowcast.virtual_columns(oid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION rowcast.captured_virtual() FROM PUBLIC;
 GRANT CREATE ON SCHEMA rowcast TO rowcast_capture;

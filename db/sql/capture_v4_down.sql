@@ -3,6 +3,11 @@
 
 CREATE INDEX changes_xid_idx ON rowcast.changes (xid);
 DROP INDEX rowcast.changes_xid_id_idx;
+-- Version 3 captures per row only.
+SELECT rowcast.capture_per_statement(r.relid, false) FROM rowcast.captured r
+ WHERE r.per_statement AND EXISTS (SELECT FROM pg_class c WHERE c.oid = r.relid);
+DROP FUNCTION rowcast.capture_per_statement(regclass, boolean);
+ALTER TABLE rowcast.captured DROP COLUMN per_statement;
 DROP FUNCTION rowcast.capture_rows();
 DROP TRIGGER changes_ring ON rowcast.changes;
 DROP FUNCTION rowcast.ring();

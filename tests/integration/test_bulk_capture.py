@@ -1,8 +1,9 @@
-"""Bulk statements are captured per statement (issue 19, cheaper capture), with the same events.
+"""Bulk statements captured per statement (issue 19, cheaper capture), with the same events.
 
-A plain table's INSERT and DELETE are logged from the statement's transition table in one
-set-based INSERT (rowcast.capture_rows()); UPDATE stays a row trigger. The log rows must be what
-the row trigger writes: compared here with a partitioned twin, which keeps the row trigger.
+A plain table that asks for it (rowcast.capture_per_statement) has its INSERT and DELETE logged
+from the statement's transition table in one set-based INSERT (rowcast.capture_rows()); UPDATE
+stays a row trigger. The log rows must be what the row trigger writes: compared here with a
+partitioned twin, which is always captured per row.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def twins(conn: Conn) -> None:
     conn.execute(f"CREATE TABLE parted ({columns}, PRIMARY KEY (id)) PARTITION BY RANGE (id)")
     conn.execute("CREATE TABLE parted_all PARTITION OF parted FOR VALUES FROM (MINVALUE) TO (MAXVALUE)")
     conn.execute("SELECT rowcast.enable_capture('flat'), rowcast.enable_capture('parted')")
+    conn.execute("SELECT rowcast.capture_per_statement('flat')")
 
 
 def test_plain_tables_get_statement_triggers_and_partitioned_ones_keep_the_row_trigger(
@@ -48,6 +50,22 @@ def test_plain_tables_get_statement_triggers_and_partitioned_ones_keep_the_row_t
         ("flat", "rowcast_capture_v3", "rowcast.capture_v3"),
     ]
     assert [r[1] for r in rows if r[0] == "parted"] == ["rowcast_capture_truncate_v3", "rowcast_capture_v3"]
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="captured per row"):
+        conn.execute("SELECT rowcast.capture_per_statement('parted')")
+    # Back to per row, and enable_capture always installs per-row capture.
+    conn.execute("SELECT rowcast.capture_per_statement('flat', false)")
+    conn.execute("CREATE TABLE other (id int PRIMARY KEY)")
+    conn.execute("SELECT rowcast.enable_capture('other')")
+    rows = conn.execute(
+        "SELECT tgrelid::regclass::text, tgname FROM pg_trigger "
+        "WHERE tgname LIKE 'rowcast%%' AND tgparentid = 0 AND tgrelid IN ('flat'::regclass, 'other'::regclass) ORDER BY 1, 2"
+    ).fetchall()
+    assert rows == [
+        ("flat", "rowcast_capture_truncate_v3"),
+        ("flat", "rowcast_capture_v3"),
+        ("other", "rowcast_capture_truncate_v3"),
+        ("other", "rowcast_capture_v3"),
+    ]
     assert {s.status for s in capture.status(conn)} <= {"ok", "ddl_untracked"}
 
 
@@ -102,7 +120,7 @@ def test_virtual_columns_are_computed_for_bulk_statements(conn: Conn) -> None:
     conn.execute(
         "CREATE TABLE gen (id int PRIMARY KEY, cm numeric, v numeric GENERATED ALWAYS AS (cm * 10) VIRTUAL)"
     )
-    conn.execute("SELECT rowcast.enable_capture('gen')")
+    conn.execute("SELECT rowcast.enable_capture('gen'), rowcast.capture_per_statement('gen')")
     conn.execute("INSERT INTO gen (id, cm) SELECT g, g FROM generate_series(1, 3) g")
     conn.execute("DELETE FROM gen WHERE id = 3")
     got = [(op, (row or old)["v"]) for op, _, row, old in log(conn, "gen")]

@@ -327,8 +327,6 @@ def test_an_installation_on_v2_moves_to_the_current_capture_in_place(pg_server: 
                 "SELECT tgname, tgfoid::regproc::text FROM pg_trigger WHERE tgrelid = 'ledger'::regclass ORDER BY 1"
             ).fetchall()
             assert triggers == [
-                ("rowcast_capture_delete_v4", "rowcast.capture_rows"),
-                ("rowcast_capture_insert_v4", "rowcast.capture_rows"),
                 ("rowcast_capture_truncate_v3", "rowcast.capture_v3"),
                 ("rowcast_capture_v3", "rowcast.capture_v3"),
             ]

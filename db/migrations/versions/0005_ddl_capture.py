@@ -40,10 +40,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     _raw(sqlfiles.function("capture_v3.sql", "rowcast.capture_status()"))
     _raw(sqlfiles.function("capture_v3.sql", "rowcast.capture_v3()"))
-    _raw(sqlfiles.function("capture_v3.sql", "rowcast.enable_capture(tbl regclass)"))
-    # Back to version 3's triggers (a row trigger for every change) on every captured table.
-    _raw(
-        "SELECT rowcast.enable_capture(r.relid) FROM rowcast.captured r "
-        "WHERE EXISTS (SELECT FROM pg_class c WHERE c.oid = r.relid)"
-    )
     _raw(sqlfiles.read("capture_v4_down.sql"))
