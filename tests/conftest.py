@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import uuid
@@ -13,6 +14,19 @@ import pytest
 
 from db import migrate
 from tests.pg import Server, test_server
+
+# Fixtures that start a private embedded Postgres whatever ROWCAST_TEST_DSN says: a test using
+# one runs the same on every pass, so the pass against an existing server skips it.
+OWN_SERVER_FIXTURES = frozenset({"pg_tmp", "own_postgres", "small_queue_server"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not os.environ.get("ROWCAST_TEST_DSN"):
+        return
+    skip = pytest.mark.skip(reason="runs on its own embedded Postgres: covered by the embedded pass")
+    for item in items:
+        if OWN_SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(skip)
 
 
 def traversable_tmpdir(prefix: str) -> Path:
