@@ -39,7 +39,8 @@ async def reflect(engine: AsyncEngine, tables: Iterable[str], served: Iterable[R
 def _load(conn: sa.Connection, name: str) -> sa.Table:
     schema, table = names.parse(name)
     try:
-        return sa.Table(table, sa.MetaData(), schema=schema, autoload_with=conn)
+        # resolve_fks=False: a referenced table is not served, so needs neither reading nor a grant.
+        return sa.Table(table, sa.MetaData(), schema=schema, autoload_with=conn, resolve_fks=False)
     except NoSuchTableError:
         raise ConfigError(f"cannot serve {name}: no such table (or this role may not see it)") from None
 

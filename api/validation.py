@@ -49,6 +49,8 @@ def validate(resource: Resource, body: Any, mode: Mode) -> dict[str, Any]:
         field = resource.fields.get(name)
         if field is None:
             errors[name] = "unknown field"
+        elif field.kind == "other":
+            errors[name] = f"read-only field: the API cannot check a {field.type_name} value"
         elif not field.writable:
             errors[name] = "read-only field"
         else:
