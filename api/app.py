@@ -35,7 +35,7 @@ def create_app(settings: Settings) -> web.Application:
 def setup(app: web.Application, settings: Settings, resources: Iterable[Resource] = RESOURCES) -> None:
     """Add the API under /api to `app`: routes, its middleware, and a database engine for its lifetime.
 
-    The tables of `settings.api_tables` get their routes when the app starts, once the engine
+    The tables of `settings.api_tables` (and its declaration file) get their routes when the app starts, once the engine
     can reflect them (aiohttp takes routes until then).
     """
     resources = tuple(resources)
@@ -86,6 +86,13 @@ def make_engine(url: str) -> AsyncEngine:
     )
 
 
+async def _reflected(app: web.Application, settings: Settings) -> list[Resource]:
+    """The resources of the tables chosen by name and in the declaration file."""
+    file = settings.api_tables_file
+    declarations = reflect.load_declarations(file) if file is not None else {}
+    return await reflect.reflect(app[ENGINE], settings.api_tables, app[TABLES].values(), declarations)
+
+
 def _engine_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
     async def engine(app: web.Application) -> AsyncIterator[None]:
         url = settings.database_url
@@ -96,8 +103,8 @@ def _engine_context(settings: Settings) -> Callable[[web.Application], AsyncIter
             url = await asyncio.to_thread(resolve_url, settings)
         app[ENGINE] = make_engine(url)
         try:
-            if settings.api_tables:
-                serve(app, await reflect.reflect(app[ENGINE], settings.api_tables, app[TABLES].values()))
+            if settings.api_tables or settings.api_tables_file:
+                serve(app, await _reflected(app, settings))
             yield
         finally:
             await app[ENGINE].dispose()

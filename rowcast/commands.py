@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,7 +37,11 @@ def _settings(args: argparse.Namespace, auth_default: str) -> Settings:
 
     settings = settings_from_args(args, auth=auth_default)
     tables = (*settings.api_tables, *(getattr(args, "table", None) or ()))
-    return settings.replace(workers=getattr(args, "workers", None), api_tables=tables)
+    return settings.replace(
+        workers=getattr(args, "workers", None),
+        api_tables=tables,
+        api_tables_file=getattr(args, "tables_file", None),
+    )
 
 
 def _table_flag(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +51,13 @@ def _table_flag(parser: argparse.ArgumentParser) -> None:
         metavar="TABLE",
         help='also serve TABLE on the REST API, e.g. orders or sales."Q1"; repeatable '
         "(adds to $ROWCAST_API_TABLES). It needs a primary key.",
+    )
+    parser.add_argument(
+        "--tables-file",
+        type=Path,
+        metavar="FILE",
+        help="JSON declaring served tables and their filter, sort and read_only columns "
+        "($ROWCAST_API_TABLES_FILE); see README 'Serving your own tables'",
     )
 
 
@@ -428,7 +440,7 @@ def register(sub: Any) -> None:
         "api",
         cmd_api,
         "run the REST API (production: token auth by default)",
-        "It serves the demo tables and those named by --table or $ROWCAST_API_TABLES, reflected "
+        "It serves the demo tables and those named by --table, $ROWCAST_API_TABLES or --tables-file, reflected "
         "from the database when it starts; a table it cannot serve stops it with exit status 2.",
     )
     _serve_flags(p)

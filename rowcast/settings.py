@@ -126,6 +126,10 @@ ENV: dict[str, Setting] = {
         "comma-separated tables the REST API serves besides the demo ones, e.g. "
         'orders,sales."Q1" (Postgres name rules; `rowcast api --table` adds more)',
     ),
+    "api_tables_file": Setting(
+        "ROWCAST_API_TABLES_FILE",
+        "a JSON file declaring served tables and, per table, its filter, sort and read_only columns",
+    ),
     "wake_mode": Setting(
         "ROWCAST_WAKE_MODE",
         "notify | coalesced: applied to the database by `rowcast migrate` and `up` when set",
@@ -209,6 +213,7 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     max_page_size: int = 500
     api_tables: tuple[str, ...] = ()
+    api_tables_file: Path | None = None
     wake_mode: str = "notify"
     log_level: str = "INFO"
     startup_wait: float = 10.0
@@ -314,6 +319,7 @@ _CONVERT: dict[str, Any] = {
     "max_body_bytes": int,
     "max_page_size": int,
     "api_tables": _table_list,
+    "api_tables_file": Path,
     "workers": int,
 }
 

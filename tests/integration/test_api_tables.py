@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -251,3 +253,38 @@ def test_rowcast_api_refuses_a_table_without_a_key_in_one_line(shop: str) -> Non
     assert process.proc.wait(30) == 2
     last = process.output().strip().splitlines()[-1]  # after the banner
     assert last == "rowcast: cannot serve public.no_key: it has no primary key, so its rows have no URL"
+
+
+async def test_a_declaration_file_serves_tables_and_narrows_their_columns(shop: str, tmp_path: Path) -> None:
+    declared = tmp_path / "tables.json"
+    declared.write_text(
+        json.dumps({"orders": {"filter": ["customer"], "sort": ["total"], "read_only": ["owner"]}})
+    )
+    async with shop_api(shop, api_tables=(), api_tables_file=declared) as api:
+        assert (await api.get("/api/orders", params={"customer": "a", "sort": "-total"})).status == 200
+        assert (await api.get("/api/orders", params={"total": "1"})).status == 400
+        assert (await api.get("/api/orders", params={"sort": "customer"})).status == 400
+        owner = await api.post("/api/orders", json={"customer": "a", "owner": "me"})
+        assert (await owner.json())["fields"] == {"owner": "read-only field"}
+        assert (await api.get("/api/customers")).status == 404
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[]", "expected an object"),
+        ("{", "is not JSON"),
+        ('{"orders": {"filter": ["nope"]}}', r"cannot serve public.orders as declared: no such column"),
+        ('{"customers": {"sort": ["profile"]}}', r"cannot filter or sort by \['profile'\]"),
+        ('{"orders": {"colour": []}}', "give an object with any of filter, sort, read_only"),
+    ],
+)
+async def test_a_bad_declaration_file_stops_the_start(
+    shop: str, tmp_path: Path, content: str, message: str
+) -> None:
+    declared = tmp_path / "tables.json"
+    declared.write_text(content)
+    app = create_app(settings(shop, api_tables_file=declared))
+    with pytest.raises(ConfigError, match=message):
+        async with test_utils.TestServer(app):
+            pass
