@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from api import openapi, store
+from api import openapi, reflect, store
 from api.middleware import api_middleware
 from api.resources import RESOURCES, Resource
-from api.state import ENGINE, SETTINGS, TABLES
+from api.state import DOCUMENT, ENGINE, SETTINGS, TABLES
 from api.views import ResourceView
 from db.urls import sqlalchemy_url
-from rowcast import hosts
+from rowcast import hosts, jsonexact
 from rowcast.auth import qualify
 from rowcast.settings import Settings
 
@@ -33,22 +33,33 @@ def create_app(settings: Settings) -> web.Application:
 
 
 def setup(app: web.Application, settings: Settings, resources: Iterable[Resource] = RESOURCES) -> None:
-    """Add the API under /api to `app`: routes, its middleware, and a database engine for its lifetime."""
+    """Add the API under /api to `app`: routes, its middleware, and a database engine for its lifetime.
+
+    The tables of `settings.api_tables` (and its declaration file) get their routes when the app starts, once the engine
+    can reflect them (aiohttp takes routes until then).
+    """
     resources = tuple(resources)
     app[SETTINGS] = settings
-    app[TABLES] = {qualify(r.name): r for r in resources}
     hosts.install(app, settings)
     app.middlewares.append(api_middleware(settings))
     app.cleanup_ctx.append(_engine_context(settings))
-    document = openapi.document(resources, settings)
-
-    async def describe(request: web.Request) -> web.Response:
-        return web.json_response(document)
-
     app.router.add_get("/api/healthz", healthz, allow_head=False)
     app.router.add_get("/api/openapi.json", describe, allow_head=False)
+    serve(app, resources)
+
+
+def serve(app: web.Application, resources: Sequence[Resource]) -> None:
+    """Route `resources` (besides any served already) and describe them all in the document."""
+    before: dict[str, Resource] = app[TABLES] if TABLES in app else {}
+    served = {**before, **{qualify(r.name): r for r in resources}}
     for resource in resources:
         ResourceView(resource).add_routes(app)
+    app[TABLES] = served
+    app[DOCUMENT] = openapi.document(served.values(), app[SETTINGS])
+
+
+async def describe(request: web.Request) -> web.Response:
+    return web.json_response(request.app[DOCUMENT])
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -69,7 +80,17 @@ def make_engine(url: str) -> AsyncEngine:
         sqlalchemy_url(url),
         connect_args={"application_name": APPLICATION_NAME, "connect_timeout": 10},
         pool_pre_ping=True,  # a restarted Postgres costs one reconnect, not one failed request
+        # jsonb values keep their numbers' every digit, both ways (as the notifier's events do).
+        json_serializer=jsonexact.dumps,
+        json_deserializer=jsonexact.loads,
     )
+
+
+async def _reflected(app: web.Application, settings: Settings) -> list[Resource]:
+    """The resources of the tables chosen by name and in the declaration file."""
+    file = settings.api_tables_file
+    declarations = reflect.load_declarations(file) if file is not None else {}
+    return await reflect.reflect(app[ENGINE], settings.api_tables, app[TABLES].values(), declarations)
 
 
 def _engine_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -82,6 +103,8 @@ def _engine_context(settings: Settings) -> Callable[[web.Application], AsyncIter
             url = await asyncio.to_thread(resolve_url, settings)
         app[ENGINE] = make_engine(url)
         try:
+            if settings.api_tables or settings.api_tables_file:
+                serve(app, await _reflected(app, settings))
             yield
         finally:
             await app[ENGINE].dispose()

@@ -7,6 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
+from rowcast import jsonexact
+
 # HTTP status -> the `error` code a body carries when nothing more specific was chosen.
 CODES: dict[int, str] = {
     400: "bad_request",
@@ -14,6 +16,7 @@ CODES: dict[int, str] = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    409: "conflict",
     412: "precondition_failed",
     413: "payload_too_large",
     415: "unsupported_media_type",
@@ -53,7 +56,8 @@ class ApiError(Exception):
         return body
 
     def response(self) -> web.Response:
-        return web.json_response(self.body(), status=self.status, headers=self.headers)
+        # Exact JSON: a 412 carries the current row, numerics and all.
+        return web.json_response(self.body(), status=self.status, headers=self.headers, dumps=jsonexact.dumps)
 
 
 def not_found(what: str = "no such resource") -> ApiError:

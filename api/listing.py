@@ -90,9 +90,9 @@ def _sort(resource: Resource, raw: str | None) -> tuple[tuple[str, bool], ...]:
         if any(name == seen for seen, _ in terms):
             raise bad_query(f"sort names {name!r} twice")
         terms.append((name, term.startswith("-")))
-    key = resource.key.name
-    if all(name != key for name, _ in terms):
-        terms.append((key, False))  # a total order, so pages never overlap or skip rows
+    for key in (c.name for c in resource.keys):
+        if all(name != key for name, _ in terms):
+            terms.append((key, False))  # a total order, so pages never overlap or skip rows
     return tuple(terms)
 
 

@@ -75,6 +75,10 @@ async def _json_errors(request: web.Request, handler: Handler, rid: str) -> web.
         if exc.status < 400:
             raise
         return _from_http_exception(exc).response()
+    except sqlalchemy.exc.IntegrityError as exc:
+        return _refused(exc, 409, "conflict").response()
+    except sqlalchemy.exc.DataError as exc:
+        return _refused(exc, 422, "validation_failed").response()
     except _UNAVAILABLE as exc:
         if isinstance(getattr(exc, "orig", None), psycopg.errors.LockNotAvailable):
             return ApiError(
@@ -85,6 +89,19 @@ async def _json_errors(request: web.Request, handler: Handler, rid: str) -> web.
     except Exception:
         log.exception("unexpected error answering %s %s (request %s)", request.method, request.path, rid)
         return ApiError(500, f"internal error; quote request id {rid} when reporting it").response()
+
+
+def _refused(exc: sqlalchemy.exc.DBAPIError, status: int, code: str) -> ApiError:
+    """A write the database refused: a served table's constraints are its own, not the API's.
+
+    409 for a constraint (unique, foreign key, check, not null), 422 for a value its type refuses
+    (numeric overflow, a label not in an enum). Postgres's first line says which, for the client.
+    """
+    diag = getattr(exc.orig, "diag", None)
+    detail = getattr(diag, "message_primary", None) or "the database refused the write"
+    constraint = getattr(diag, "constraint_name", None)
+    extra = {"constraint": constraint} if constraint else {}
+    return ApiError(status, str(detail)[:300], code=code, extra=extra)
 
 
 def _from_http_exception(exc: web.HTTPException) -> ApiError:

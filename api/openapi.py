@@ -21,6 +21,7 @@ _DESCRIPTIONS = {
     401: "Missing or invalid bearer token",
     403: "The token may not touch this table, or this row value",
     404: "No such row (or not in the caller's scope)",
+    409: "The database refused the write: a unique, foreign-key, check or not-null constraint",
     412: "If-Match names a version that is no longer current",
     413: "Body larger than the configured limit",
     415: "Body is not application/json",
@@ -51,7 +52,7 @@ def document(resources: Iterable[Resource], settings: Settings) -> Doc:
             }
         )
         paths[r.path] = _collection(r, token, settings)
-        paths[r.path + "/{id}"] = _item(r, token)
+        paths[r.item_path] = _item(r, token)
     components: Doc = {
         "schemas": component_schemas,
         "headers": {"X-Request-ID": _HEADER, "ETag": _HEADER, "Location": _HEADER},
@@ -85,7 +86,7 @@ def _collection(r: Resource, token: bool, settings: Settings) -> Doc:
         "post": _operation(
             f"create a {r.title.lower()}",
             {201: r.title},
-            [400, *reads, 413, 415, 422, 503],
+            [400, *reads, *_refusals(r), 413, 415, 422, 503],
             token,
             parameters=_write_headers(token),
             body=f"{r.title}Create",
@@ -96,19 +97,14 @@ def _collection(r: Resource, token: bool, settings: Settings) -> Doc:
 
 def _item(r: Resource, token: bool) -> Doc:
     reads = _auth_statuses(token)
-    writes = [400, *reads, 404, 412, 428, 503]
-    ident = {
-        "name": "id",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "integer", "minimum": 0, "maximum": r.fields[r.key.name].maximum},
-    }
-    precondition = [ident, _if_match(), *_write_headers(token)]
+    writes = [400, *reads, 404, *_refusals(r), 412, 428, 503]
+    ident = _key_parameters(r)
+    precondition = [*ident, _if_match(), *_write_headers(token)]
     etag = {200: ["ETag"]}
     stale = {412: f"{r.title}Stale"}
     return {
         "get": _operation(
-            f"read a {r.title.lower()}", {200: r.title}, [*reads, 404, 503], token, [ident], headers=etag
+            f"read a {r.title.lower()}", {200: r.title}, [*reads, 404, 503], token, ident, headers=etag
         ),
         "put": _operation(
             f"replace a {r.title.lower()}",
@@ -132,6 +128,18 @@ def _item(r: Resource, token: bool) -> Doc:
             f"delete a {r.title.lower()}", {204: None, **stale}, writes, token, precondition
         ),
     }
+
+
+def _key_parameters(r: Resource) -> list[Doc]:
+    """One path parameter per primary-key column, in key order, each percent-encoded."""
+    params = []
+    for name, column in zip(r.key_parameters, r.keys, strict=True):
+        schema = schemas.filter_schema(r.fields[column.name])
+        param: Doc = {"name": name, "in": "path", "required": True, "schema": schema}
+        if name != column.name:
+            param["description"] = f"the value of {column.name}"
+        params.append(param)
+    return params
 
 
 def _operation(
@@ -161,6 +169,11 @@ def _operation(
     if token:
         operation["security"] = [{"bearer": []}]
     return operation
+
+
+def _refusals(r: Resource) -> list[int]:
+    """409 where the table's own constraints decide (a declared resource mirrors them instead)."""
+    return [409] if r.reflected else []
 
 
 def _auth_statuses(token: bool) -> list[int]:

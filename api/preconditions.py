@@ -1,4 +1,4 @@
-"""ETag and If-Match: a row's ETag is its quoted `version`; writes must say which one they read."""
+"""ETag and If-Match: a row's ETag is its quoted `version` (or `xmin`); writes say which they read."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ _TAG = r'(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"'
 _LIST = re.compile(rf"\s*{_TAG}(?:\s*,\s*{_TAG})*\s*")
 _EACH = re.compile(r'(W/)?"([^"]*)"')
 _VERSION = re.compile(r"[0-9]{1,10}")
-MAX_VERSION = 2**31 - 1  # `version` is an integer column: a larger tag was never issued
+# A `version` is an integer column, an `xmin` a 32-bit transaction id: a larger tag was never issued.
+MAX_VERSION = 2**32 - 1
 
 
-def etag(version: int) -> str:
+def etag(version: int | str) -> str:
     return f'"{version}"'
 
 

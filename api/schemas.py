@@ -28,16 +28,31 @@ def value_schema(field: Field, *, limits: bool = True) -> Schema:
     elif field.kind == "boolean":
         schema = {"type": "boolean"}
     else:
-        schema = {"type": "string", "format": "date-time"}
-    if field.nullable:
+        schema = dict(_SCHEMAS[field.kind])
+        if field.kind in ("numeric", "float", "other"):
+            schema["description"] = f"Postgres {field.type_name}" + _NOTES.get(field.kind, "")
+    if field.nullable and "type" in schema:
         schema["type"] = [schema["type"], "null"]
     return schema
+
+
+_NOTES = {"numeric": "; a write may send the number as a string to keep every digit"}
+# Kinds without limits. A numeric is written as a JSON number, digit for digit.
+_SCHEMAS: dict[str, Schema] = {
+    "timestamp": {"type": "string", "format": "date-time"},
+    "date": {"type": "string", "format": "date"},
+    "uuid": {"type": "string", "format": "uuid"},
+    "numeric": {"type": "number"},
+    "float": {"type": "number"},
+    "json": {},
+    "other": {},  # read-only: its JSON form when it has one (an array), else its text
+}
 
 
 def filter_schema(field: Field) -> Schema:
     """A filter value: any value of the column's type (filters compare; limits bind writes only)."""
     schema = value_schema(field, limits=False)
-    if field.nullable:
+    if field.nullable and "type" in schema:
         schema["type"] = schema["type"][0]  # null is asked for with is_null
     if field.bounds is not None:
         schema["minimum"], schema["maximum"] = field.bounds

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -16,3 +16,5 @@ SETTINGS = web.AppKey("rowcast.api.settings", Settings)
 ENGINE = web.AppKey("rowcast.api.engine", AsyncEngine)
 # qualified table name -> its Resource: every table a token's scope may name on this API.
 TABLES: web.AppKey[dict[str, Resource]] = web.AppKey("rowcast.api.tables")
+# The OpenAPI document: complete once the served tables have been reflected at start-up.
+DOCUMENT: web.AppKey[dict[str, Any]] = web.AppKey("rowcast.api.document")

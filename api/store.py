@@ -17,10 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api import listing
 from api.preconditions import IfMatch
-from api.resources import Resource
+from api.resources import ETAG, Resource
 
 Row = dict[str, Any]
 Scope = Mapping[str, Any]
+Key = tuple[Any, ...]  # a primary key's values, in the key's column order
 
 # set_config(..., true) is SET LOCAL with parameters (SET LOCAL itself cannot take them).
 _STAMP = sa.text(
@@ -57,8 +58,13 @@ def _scoped(resource: Resource, scope: Scope) -> list[sa.ColumnElement[bool]]:
     return [resource.table.c[column] == value for column, value in scope.items()]
 
 
-def _by_key(resource: Resource, key: int, scope: Scope) -> list[sa.ColumnElement[bool]]:
-    return [resource.key == key, *_scoped(resource, scope)]
+def _by_key(resource: Resource, key: Key, scope: Scope) -> list[sa.ColumnElement[bool]]:
+    return [*(c == v for c, v in zip(resource.keys, key, strict=True)), *_scoped(resource, scope)]
+
+
+def _row_columns(resource: Resource) -> list[sa.ColumnElement[Any]]:
+    """Every column of the table and, under ETAG, the row's concurrency token."""
+    return [*resource.table.c, resource.etag.label(ETAG)]
 
 
 async def list_page(engine: AsyncEngine, resource: Resource, query: listing.ListQuery, scope: Scope) -> Page:
@@ -75,7 +81,7 @@ async def list_page(engine: AsyncEngine, resource: Resource, query: listing.List
                 await conn.execute(sa.select(sa.func.count()).select_from(table).where(*conditions))
             ).scalar_one()
             select = (
-                sa.select(table)
+                sa.select(*_row_columns(resource))
                 .where(*conditions)
                 .order_by(*listing.order_by(resource, query.sort))
                 .limit(query.limit)
@@ -85,13 +91,14 @@ async def list_page(engine: AsyncEngine, resource: Resource, query: listing.List
     return Page(rows, str(cursor), int(total))
 
 
-async def get(engine: AsyncEngine, resource: Resource, key: int, scope: Scope) -> Row | None:
+async def get(engine: AsyncEngine, resource: Resource, key: Key, scope: Scope) -> Row | None:
     async with engine.connect() as conn:
         return await _current(conn, resource, key, scope)
 
 
 async def insert(engine: AsyncEngine, resource: Resource, values: Mapping[str, Any], stamp: Stamp) -> Row:
-    statement = sa.insert(resource.table).values(dict(values)).returning(*resource.table.c)
+    values = {**_first_version(resource), **values}
+    statement = sa.insert(resource.table).values(values).returning(*_row_columns(resource))
     async with _writing(engine, stamp) as conn:
         return dict((await conn.execute(statement)).mappings().one())
 
@@ -99,7 +106,7 @@ async def insert(engine: AsyncEngine, resource: Resource, values: Mapping[str, A
 async def update(
     engine: AsyncEngine,
     resource: Resource,
-    key: int,
+    key: Key,
     values: Mapping[str, Any],
     match: IfMatch,
     scope: Scope,
@@ -109,8 +116,8 @@ async def update(
     statement = (
         sa.update(resource.table)
         .where(*_by_key(resource, key, scope), *_version(resource, match))
-        .values(dict(values))
-        .returning(*resource.table.c)
+        .values({**values, **_next_version(resource)})
+        .returning(*_row_columns(resource))
     )
     async with _writing(engine, stamp) as conn:
         row = (await conn.execute(statement)).mappings().one_or_none()
@@ -120,12 +127,12 @@ async def update(
 
 
 async def delete(
-    engine: AsyncEngine, resource: Resource, key: int, match: IfMatch, scope: Scope, stamp: Stamp
+    engine: AsyncEngine, resource: Resource, key: Key, match: IfMatch, scope: Scope, stamp: Stamp
 ) -> Outcome:
     statement = (
         sa.delete(resource.table)
         .where(*_by_key(resource, key, scope), *_version(resource, match))
-        .returning(*resource.table.c)
+        .returning(*_row_columns(resource))
     )
     async with _writing(engine, stamp) as conn:
         row = (await conn.execute(statement)).mappings().one_or_none()
@@ -148,10 +155,35 @@ async def _writing(engine: AsyncEngine, stamp: Stamp) -> AsyncIterator[AsyncConn
 
 
 def _version(resource: Resource, match: IfMatch) -> list[sa.ColumnElement[bool]]:
-    return [] if match.force else [resource.table.c.version.in_(sorted(match.versions))]
+    if match.force:
+        return []
+    tags = sorted(match.versions)
+    if resource.version is None:
+        # xmin is compared as text: Postgres has no cast from xid to a number.
+        return [resource.etag.in_([str(t) for t in tags])]
+    # A tag beyond the column's type was never issued (and binding it would be an SQL error).
+    _, top = resource.fields[resource.version.name].bounds or (0, 0)
+    return [resource.etag.in_([t for t in tags if t <= top])]
 
 
-async def _current(conn: AsyncConnection, resource: Resource, key: int, scope: Scope) -> Row | None:
-    select = sa.select(resource.table).where(*_by_key(resource, key, scope))
+def _first_version(resource: Resource) -> dict[str, Any]:
+    """1 for a `version` column the database would not fill itself."""
+    version = resource.version
+    if version is None or resource.fields[version.name].has_default:
+        return {}
+    return {version.name: 1}
+
+
+def _next_version(resource: Resource) -> dict[str, Any]:
+    """Every API update bumps `version`, so the ETag changes even where no trigger bumps it.
+
+    Where one does (the demo tables' rowcast.bump_version_v1), it sets OLD + 1 itself: the same.
+    """
+    version = resource.version
+    return {} if version is None else {version.name: version + 1}
+
+
+async def _current(conn: AsyncConnection, resource: Resource, key: Key, scope: Scope) -> Row | None:
+    select = sa.select(*_row_columns(resource)).where(*_by_key(resource, key, scope))
     row = (await conn.execute(select)).mappings().one_or_none()
     return None if row is None else dict(row)

@@ -5,20 +5,24 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
+from yarl import URL
 
 from api import listing, principal, store
 from api.errors import ApiError, not_found
-from api.fields import Field
+from api.fields import Field, FieldError
 from api.middleware import request_id
 from api.preconditions import etag, if_match
-from api.resources import Resource
+from api.resources import ETAG, Resource
 from api.state import ENGINE, SETTINGS, TABLES
 from api.validation import Mode, read_json, validate
+from rowcast import jsonexact
 from rowcast.auth import Principal
 
-_DIGITS = re.compile(r"[0-9]{1,19}")
+# An integer key in a URL: no sign (`+5` is not the URL of row 5), a minus for negative keys.
+_KEY_INTEGER = re.compile(r"-?[0-9]{1,19}")
 
 
 class ResourceView:
@@ -28,7 +32,8 @@ class ResourceView:
         self.resource = resource
 
     def add_routes(self, app: web.Application) -> None:
-        collection, item = self.resource.path, self.resource.path + "/{id}"
+        collection = self.resource.path
+        item = _routable(collection) + "".join(f"/{{{p}}}" for p in self.resource.key_parameters)
         app.router.add_get(collection, self.index, allow_head=False)
         app.router.add_post(collection, self.create)
         app.router.add_get(item, self.get, allow_head=False)
@@ -41,7 +46,7 @@ class ResourceView:
         settings = request.app[SETTINGS]
         query = listing.parse(self.resource, request.query, settings.max_page_size)
         page = await store.list_page(request.app[ENGINE], self.resource, query, scope)
-        return web.json_response(
+        return _json(
             {
                 "items": [self.resource.to_json(row) for row in page.rows],
                 "cursor": page.cursor,
@@ -69,7 +74,7 @@ class ResourceView:
         _check_scope(values, scope)
         row = await store.insert(request.app[ENGINE], self.resource, values, self._stamp(request, who))
         response = self._row(row, status=201)
-        response.headers["Location"] = f"{self.resource.path}/{row[self.resource.key.name]}"
+        response.headers["Location"] = self._location(row)
         return response
 
     async def replace(self, request: web.Request) -> web.Response:
@@ -111,18 +116,27 @@ class ResourceView:
         body = await read_json(request, request.app[SETTINGS].max_body_bytes)
         return validate(self.resource, body, mode)
 
-    def _key(self, request: web.Request) -> int:
-        raw = request.match_info["id"]
-        field: Field = self.resource.fields[self.resource.key.name]
-        if not _DIGITS.fullmatch(raw) or (field.maximum is not None and int(raw) > field.maximum):
-            raise not_found(f"no {self.resource.name} row with id {raw[:40]!r}")
-        return int(raw)
+    def _key(self, request: web.Request) -> store.Key:
+        """The row's key from the URL, one segment per key column; 404 if it cannot be one."""
+        raw = [request.match_info[p] for p in self.resource.key_parameters]
+        try:
+            return tuple(
+                _key_value(self.resource.fields[c.name], text)
+                for c, text in zip(self.resource.keys, raw, strict=True)
+            )
+        except FieldError:
+            raise not_found(f"no {self.resource.name} row with key {'/'.join(raw)[:80]!r}") from None
 
-    def _missing(self, key: int) -> ApiError:
+    def _location(self, row: Mapping[str, Any]) -> str:
+        """The row's URL, percent-encoded: `"` of a quoted table name, and a `/` inside a key value."""
+        parts = (self.resource.fields[c.name].to_json(row[c.name]) for c in self.resource.keys)
+        return quote(self.resource.path) + "".join(f"/{quote(str(p), safe='')}" for p in parts)
+
+    def _missing(self, key: store.Key) -> ApiError:
         # Also for rows outside the caller's scope: a 403 would reveal that the row exists.
-        return not_found(f"no {self.resource.name} row with id {key}")
+        return not_found(f"no {self.resource.name} row with {_describe(self.resource, key)}")
 
-    def _written(self, key: int, outcome: store.Outcome) -> store.Row:
+    def _written(self, key: store.Key, outcome: store.Outcome) -> store.Row:
         if outcome.row is not None:
             return outcome.row
         if outcome.current is None:
@@ -130,16 +144,44 @@ class ResourceView:
         current = outcome.current
         raise ApiError(
             412,
-            f"{self.resource.name} {key} is at version {current['version']}, not the one in If-Match; "
-            "reload it (the current row is in `current`) or send If-Match: * to overwrite",
-            headers={"ETag": etag(current["version"])},
+            f"{self.resource.name} {_describe(self.resource, key)} is at version {current[ETAG]}, "
+            "not the one in If-Match; reload it (the current row is in `current`) "
+            "or send If-Match: * to overwrite",
+            headers={"ETag": etag(current[ETAG])},
             extra={"current": self.resource.to_json(current)},
         )
 
     def _row(self, row: Mapping[str, Any], status: int = 200) -> web.Response:
-        return web.json_response(
-            self.resource.to_json(row), status=status, headers={"ETag": etag(row["version"])}
-        )
+        return _json(self.resource.to_json(row), status=status, headers={"ETag": etag(row[ETAG])})
+
+
+def _routable(path: str) -> str:
+    """`path` as the fixed start of a route with parameters.
+
+    aiohttp percent-encodes the fixed parts of such a route (`"` becomes %22) but matches it
+    against the decoded request path, so a table name that needs encoding (`sales."Q1"`) would
+    never match; it goes in as a parameter that matches only that name instead.
+    """
+    if URL.build(path=path).raw_path == path:
+        return path
+    prefix, _, name = path.rpartition("/")
+    return f"{prefix}/{{_rowcast_table:{re.escape(name)}}}"
+
+
+def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    """A JSON response whose numerics are written digit for digit, as the notifier writes them."""
+    return web.json_response(body, status=status, headers=headers, dumps=jsonexact.dumps)
+
+
+def _key_value(field: Field, text: str) -> Any:
+    if field.kind == "integer" and not _KEY_INTEGER.fullmatch(text):
+        raise FieldError(f"{text!r} is not an integer")
+    return field.from_query(text)
+
+
+def _describe(resource: Resource, key: store.Key) -> str:
+    """`id 7`, or for a composite key `order_id 17, line_no 3`."""
+    return ", ".join(f"{c.name} {v}" for c, v in zip(resource.keys, key, strict=True))
 
 
 def _check_scope(values: Mapping[str, Any], scope: Mapping[str, Any]) -> None:

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,7 +35,30 @@ def _serve_flags(parser: argparse.ArgumentParser, default_port: int = 8080) -> N
 def _settings(args: argparse.Namespace, auth_default: str) -> Settings:
     from rowcast.cli import settings_from_args
 
-    return settings_from_args(args, auth=auth_default).replace(workers=getattr(args, "workers", None))
+    settings = settings_from_args(args, auth=auth_default)
+    tables = (*settings.api_tables, *(getattr(args, "table", None) or ()))
+    return settings.replace(
+        workers=getattr(args, "workers", None),
+        api_tables=tables,
+        api_tables_file=getattr(args, "tables_file", None),
+    )
+
+
+def _table_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--table",
+        action="append",
+        metavar="TABLE",
+        help='also serve TABLE on the REST API, e.g. orders or sales."Q1"; repeatable '
+        "(adds to $ROWCAST_API_TABLES). It needs a primary key.",
+    )
+    parser.add_argument(
+        "--tables-file",
+        type=Path,
+        metavar="FILE",
+        help="JSON declaring served tables and their filter, sort and read_only columns "
+        "($ROWCAST_API_TABLES_FILE); see README 'Serving your own tables'",
+    )
 
 
 def check_port(host: str, port: int) -> None:
@@ -409,9 +433,18 @@ def register(sub: Any) -> None:
     _serve_flags(p)
     p.add_argument("--demo", action="store_true", help="seed a few demo books (once)")
     _workers_flag(p)
+    _table_flag(p)
 
-    p = command(sub, "api", cmd_api, "run the REST API (production: token auth by default)")
+    p = command(
+        sub,
+        "api",
+        cmd_api,
+        "run the REST API (production: token auth by default)",
+        "It serves the demo tables and those named by --table, $ROWCAST_API_TABLES or --tables-file, reflected "
+        "from the database when it starts; a table it cannot serve stops it with exit status 2.",
+    )
     _serve_flags(p)
+    _table_flag(p)
 
     p = command(
         sub, "notifier", cmd_notifier, "run the notifier: /ws, /sse, /changes (token auth by default)"

@@ -14,6 +14,7 @@ import platformdirs
 from psycopg import ProgrammingError
 from psycopg.conninfo import conninfo_to_dict
 
+from rowcast import names
 from rowcast.errors import ConfigError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -120,6 +121,15 @@ ENV: dict[str, Setting] = {
     ),
     "max_body_bytes": Setting("ROWCAST_MAX_BODY_BYTES", "largest REST request body (default 1048576)"),
     "max_page_size": Setting("ROWCAST_MAX_PAGE_SIZE", "largest REST page (default 500)"),
+    "api_tables": Setting(
+        "ROWCAST_API_TABLES",
+        "comma-separated tables the REST API serves besides the demo ones, e.g. "
+        'orders,sales."Q1" (Postgres name rules; `rowcast api --table` adds more)',
+    ),
+    "api_tables_file": Setting(
+        "ROWCAST_API_TABLES_FILE",
+        "a JSON file declaring served tables and, per table, its filter, sort and read_only columns",
+    ),
     "wake_mode": Setting(
         "ROWCAST_WAKE_MODE",
         "notify | coalesced: applied to the database by `rowcast migrate` and `up` when set",
@@ -202,6 +212,8 @@ class Settings:
     longpoll_scan_budget: int = 20_000
     max_body_bytes: int = 1024 * 1024
     max_page_size: int = 500
+    api_tables: tuple[str, ...] = ()
+    api_tables_file: Path | None = None
     wake_mode: str = "notify"
     log_level: str = "INFO"
     startup_wait: float = 10.0
@@ -243,6 +255,12 @@ class Settings:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{ENV[name].env} must be at least 1")
 
+        for table in self.api_tables:
+            try:
+                names.parse(table)
+            except names.BadName as exc:
+                raise ConfigError(f"table to serve (ROWCAST_API_TABLES, --table): {exc}") from None
+
     @property
     def uses_embedded(self) -> bool:
         return self.database_url is None
@@ -250,6 +268,23 @@ class Settings:
 
 def _split(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _table_list(value: str) -> tuple[str, ...]:
+    """Comma-separated table names; a comma inside a double-quoted part belongs to the name."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
+    for char in value:
+        if char == '"':
+            quoted = not quoted
+        if char == "," and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return tuple(p.strip() for p in parts if p.strip())
 
 
 def _flag(value: str) -> bool:
@@ -283,6 +318,8 @@ _CONVERT: dict[str, Any] = {
     "longpoll_scan_budget": int,
     "max_body_bytes": int,
     "max_page_size": int,
+    "api_tables": _table_list,
+    "api_tables_file": Path,
     "workers": int,
 }
 
