@@ -457,4 +457,10 @@ def register(sub: Any) -> None:
     patience.add_argument("--retry-forever", action="store_true", help="never give up: keep reconnecting")
 
 
-REGISTRY: list[Callable[[Any], None]] = [register]
+def _register_stack(sub: Any) -> None:
+    from rowcast.stack import register as register_stack  # `rowcast stack` lives in its own module
+
+    register_stack(sub)
+
+
+REGISTRY: list[Callable[[Any], None]] = [register, _register_stack]
