@@ -96,9 +96,11 @@ def run_app(
 
 def cmd_api(args: argparse.Namespace) -> int:
     import api.app
+    import web as web_page
 
     settings = _settings(args, "token")
     app = api.app.create_app(settings)
+    web_page.setup(app, settings)  # the page at /, as docker-compose.yml's proxy routes it here
     return run_app(
         app, settings, lambda: print(f"rowcast api on http://{settings.host}:{settings.port}/api", flush=True)
     )
