@@ -81,6 +81,23 @@ def stack_values(listen: str, api_port: int, notifier_ports: list[int], prefix: 
     }
 
 
+def public_hosts(settings: Settings) -> str:
+    """ROWCAST_ALLOWED_HOSTS for servers behind nginx: the names nginx itself is reached by.
+
+    The servers bind loopback ports of their own, and by default a loopback server answers only
+    its own port (the DNS-rebinding guard), so the Host a browser sends to nginx's port would be
+    refused. This gives them the policy they would have if they were listening on nginx's address.
+    """
+    from rowcast.hosts import LOOPBACK_NAMES, WILDCARD_BINDS, _is_loopback
+
+    if settings.host in WILDCARD_BINDS:
+        return "*" if settings.auth == "token" else ",".join(LOOPBACK_NAMES)
+    if _is_loopback(settings.host):
+        return ",".join(f"{name}:{settings.port}" for name in LOOPBACK_NAMES)
+    address = f"[{settings.host}]" if ":" in settings.host else settings.host.lower()
+    return f"{address}:{settings.port}"
+
+
 def find_nginx() -> str:
     found = shutil.which("nginx") or next(
         (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
@@ -149,6 +166,8 @@ class Stack:
         env = {k: v for k, v in os.environ.items() if k not in ("ROWCAST_HOST", "ROWCAST_PORT")}
         env.update(DATABASE_URL=self.settings.database_url or "", ROWCAST_AUTH=self.settings.auth)
         env["ROWCAST_WORKERS"] = "1"
+        if not self.settings.allowed_hosts:
+            env["ROWCAST_ALLOWED_HOSTS"] = public_hosts(self.settings)
         if self.settings.jwt_secret:
             env["ROWCAST_JWT_SECRET"] = self.settings.jwt_secret
         return env
