@@ -70,10 +70,11 @@ class Stack:
         await wait_until(back, timeout, 0.1)
 
 
-def start_stack(db_url: str, log: Path, *extra: str) -> Stack:
+def start_stack(db: dict[str, str], log: Path, *extra: str) -> Stack:
+    """`db` is DATABASE_URL=... or ROWCAST_DATA_DIR=... (the embedded Postgres)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "PG", "ROWCAST_"))}
-    env.update(DATABASE_URL=db_url, ROWCAST_LOG_LEVEL="WARNING")
+    env.update(db, ROWCAST_LOG_LEVEL="WARNING")
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [ROWCAST, "stack", "--port", str(port), "--replicas", "2", *extra],
@@ -92,7 +93,7 @@ def start_stack(db_url: str, log: Path, *extra: str) -> Stack:
 
 @pytest.fixture
 def stack(db_url: str, tmp_path: Path) -> Iterator[Stack]:
-    running = start_stack(db_url, tmp_path / "stack.log", "--auth", "open")
+    running = start_stack({"DATABASE_URL": db_url}, tmp_path / "stack.log", "--auth", "open")
     yield running
     if running.proc.poll() is None:
         running.proc.send_signal(signal.SIGINT)
@@ -344,3 +345,38 @@ async def test_ctrl_c_stops_nginx_replicas_and_api_with_status_0(stack: Stack) -
     assert await asyncio.to_thread(stack.proc.wait, 60) == 0, stack.output()
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert "rowcast stack stopped" in stack.output()
+
+
+@pytest.mark.timeout(180)
+async def test_embedded_postgres_and_token_auth_by_default(pg_tmp: Path, tmp_path: Path) -> None:
+    """No DATABASE_URL: the embedded Postgres; no ROWCAST_JWT_SECRET: one made for this run, in a
+    file the banner names, with the `rowcast token` line to mint a token from it."""
+    running = start_stack({"ROWCAST_DATA_DIR": str(pg_tmp / "data")}, tmp_path / "stack.log")
+    try:
+        (line,) = [x for x in running.output().splitlines() if x.startswith("auth: token")]
+        secret_file = Path(line.split("$(cat ", 1)[1].split(")", 1)[0])
+        assert secret_file.stat().st_mode & 0o777 == 0o600
+        secret = secret_file.read_text()
+        assert secret not in running.output(), "the secret must never be printed"
+        env = {**os.environ, "ROWCAST_JWT_SECRET": secret}
+        minted = subprocess.run(
+            [ROWCAST, "token", "--sub", "you", "--write", "books"], env=env, capture_output=True, text=True
+        )
+        assert minted.returncode == 0, minted.stderr
+        token = minted.stdout.strip().splitlines()[-1]
+        async with aiohttp.ClientSession() as http:
+            async with http.get(running.base + "/api/books") as resp:
+                assert resp.status == 401
+            auth = {"Authorization": f"Bearer {token}"}
+            async with http.get(running.base + "/api/books", headers=auth) as resp:
+                assert resp.status == 200, await resp.text()
+        running.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(running.proc.wait, 60) == 0, running.output()
+        assert "rowcast stack stopped; embedded Postgres stopped" in running.output()
+        assert not secret_file.exists(), "the run's secret goes with the run"
+    finally:
+        if running.proc.poll() is None:
+            running.proc.kill()
+        for proc in psutil.process_iter(["name", "cmdline"]):
+            if proc.info["name"] == "postgres" and str(pg_tmp) in " ".join(proc.info["cmdline"] or []):
+                proc.kill()

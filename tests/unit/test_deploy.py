@@ -467,7 +467,21 @@ def test_compose_and_rowcast_stack_use_the_one_template(compose: dict[str, Any],
     # envsubst would also replace a plain $NAME that is set in the environment: nginx's own
     # variables must never share a name with one compose sets.
     nginx_vars = set(re.findall(r"\$(\w+)", PLACEHOLDER_FREE.sub("", text)))
-    assert not nginx_vars & set(proxy_env(compose)), "an nginx $variable shadows a proxy env var"
+    shadowed = nginx_vars & (set(proxy_env(compose)) | NGINX_IMAGE_ENV)
+    assert not shadowed, f"envsubst would replace nginx's own ${sorted(shadowed)}"
+
+
+# What the official nginx image itself sets in the container's environment.
+NGINX_IMAGE_ENV = {
+    "HOME",
+    "HOSTNAME",
+    "PATH",
+    "PWD",
+    "NGINX_VERSION",
+    "NJS_VERSION",
+    "NJS_RELEASE",
+    "PKG_RELEASE",
+}
 
 
 PLACEHOLDER_FREE = re.compile(r"\$\{NGINX_[A-Z_]+\}")
