@@ -433,3 +433,13 @@ async def test_rolling_restart_judged_by_the_reliability_oracle(stack: Stack, db
     assert not findings, findings.render()
     assert len(ledger.committed) > 20, "the writers barely ran during the restarts"
     assert all(c.connections >= 2 for c in clients), "every client should have moved at least once"
+
+
+async def test_a_sigkilled_stack_leaves_no_server_or_nginx_behind(stack: Stack) -> None:
+    """SIGKILL gives the stack no chance to stop anything: its children go by parent-death signal."""
+    children = psutil.Process(stack.proc.pid).children(recursive=True)
+    assert len(children) >= 4
+    stack.proc.kill()
+    stack.proc.wait()
+    _, alive = await asyncio.to_thread(psutil.wait_procs, children, 30)
+    assert not alive, [" ".join(p.cmdline()) for p in alive]
