@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shlex
 import shutil
@@ -495,6 +496,19 @@ def test_rowcast_stack_renders_upstreams_of_every_replica(tmp_path: Path) -> Non
     (http,) = config.find("http")
     assert all(d.args[0].startswith(str(tmp_path)) for d in http.block or [] if d.name.endswith("_temp_path"))
     assert config.find("pid")[0].args == [str(tmp_path / "nginx.pid")]
+
+
+@pytest.mark.skipif(not shutil.which("envsubst"), reason="no envsubst (Debian's gettext-base)")
+def test_the_nginx_images_envsubst_renders_what_these_tests_check(compose: dict[str, Any]) -> None:
+    """The image's 20-envsubst-on-templates.sh runs `envsubst "${VAR} ..."` over the variables set
+    in the container; the real envsubst must give what the tests above parse."""
+    env = {**proxy_env(compose), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/root"}
+    defined = " ".join(f"${{{name}}}" for name in env)
+    text = nginx_conf_path(compose).read_text()
+    done = subprocess.run(
+        ["envsubst", defined], input=text, env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout == stack.render(text, proxy_env(compose))
 
 
 @pytest.mark.skipif(not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists(), reason="no nginx")
