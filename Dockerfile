@@ -27,6 +27,7 @@ COPY db/ db/
 COPY web/ web/
 COPY rowcast/ rowcast/
 COPY bench/ bench/
+COPY deploy/ deploy/
 # A regular (non-editable) install: the image must not depend on /src, which is not copied on.
 RUN /opt/rowcast/bin/pip install .
 

@@ -120,9 +120,11 @@ def run_app(
 
 def cmd_api(args: argparse.Namespace) -> int:
     import api.app
+    import web as web_page
 
     settings = _settings(args, "token")
     app = api.app.create_app(settings)
+    web_page.setup(app, settings)  # the page at /, as docker-compose.yml's proxy routes it here
     return run_app(
         app, settings, lambda: print(f"rowcast api on http://{settings.host}:{settings.port}/api", flush=True)
     )
@@ -490,4 +492,10 @@ def register(sub: Any) -> None:
     patience.add_argument("--retry-forever", action="store_true", help="never give up: keep reconnecting")
 
 
-REGISTRY: list[Callable[[Any], None]] = [register]
+def _register_stack(sub: Any) -> None:
+    from rowcast.stack import register as register_stack  # `rowcast stack` lives in its own module
+
+    register_stack(sub)
+
+
+REGISTRY: list[Callable[[Any], None]] = [register, _register_stack]

@@ -17,6 +17,7 @@ from tests.servers import free_port
 # One invocation per subcommand and action, each complete but for what the test adds.
 EVERY_COMMAND: list[tuple[str, ...]] = [
     ("up",),
+    ("stack",),
     ("api",),
     ("notifier",),
     ("migrate",),
@@ -39,7 +40,7 @@ EVERY_COMMAND: list[tuple[str, ...]] = [
 DATABASE_COMMANDS = [
     c
     for c in EVERY_COMMAND
-    if c[0] in ("up", "migrate", "capture", "wake-mode", "prune") or c[:2] == ("db", "psql")
+    if c[0] in ("up", "stack", "migrate", "capture", "wake-mode", "prune") or c[:2] == ("db", "psql")
 ]
 
 

@@ -1,12 +1,15 @@
-"""The deployment files (Dockerfile, docker-compose.yml, deploy/nginx.conf) agree with the code and
+"""The deployment files (Dockerfile, docker-compose.yml, deploy/nginx.conf.template) agree with the code and
 with each other. Nothing is built or run: the files are parsed and cross-checked."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shlex
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from rowcast import stack
 from rowcast.cli import build_parser
+from rowcast.errors import RowcastError
 from rowcast.settings import ENV
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -358,21 +363,32 @@ def parse_nginx(text: str) -> Directive:
     return root
 
 
+NGINX_TEMPLATE_TARGET = "/etc/nginx/templates/nginx.conf.template"
+
+
 def nginx_conf_path(compose: dict[str, Any]) -> Path:
+    """The template compose mounts where the nginx image's entrypoint renders it with envsubst."""
     for volume in service(compose, "proxy").get("volumes", []):
         source, target = (
             (volume.get("source"), volume.get("target"))
             if isinstance(volume, dict)
             else volume.split(":")[:2]
         )
-        if target == "/etc/nginx/nginx.conf":
+        if target == NGINX_TEMPLATE_TARGET:
             return (COMPOSE.parent / source).resolve()
-    raise AssertionError("proxy does not mount a config at /etc/nginx/nginx.conf")
+    raise AssertionError(f"proxy does not mount a template at {NGINX_TEMPLATE_TARGET}")
+
+
+def proxy_env(compose: dict[str, Any]) -> dict[str, str]:
+    env = service(compose, "proxy").get("environment", {})
+    assert isinstance(env, dict), "write the proxy's environment as a mapping"
+    return {str(k): str(v) for k, v in env.items()}
 
 
 @pytest.fixture(scope="module")
 def nginx(compose: dict[str, Any]) -> Directive:
-    return parse_nginx(nginx_conf_path(compose).read_text())
+    """The config as the nginx image renders it from compose's values (only the NGINX_* ones)."""
+    return parse_nginx(stack.render(nginx_conf_path(compose).read_text(), proxy_env(compose)))
 
 
 def server_block(nginx: Directive) -> Directive:
@@ -434,8 +450,79 @@ def seconds(duration: str) -> float:
 def test_compose_mounts_the_nginx_conf_in_the_repo(compose: dict[str, Any]) -> None:
     path = nginx_conf_path(compose)
     assert path.is_file(), f"proxy mounts {path}, which does not exist"
-    assert path == ROOT / "deploy" / "nginx.conf", f"proxy mounts {path}, expected deploy/nginx.conf"
+    assert path == ROOT / "deploy" / "nginx.conf.template", f"proxy mounts {path}, expected the template"
     assert str(service(compose, "proxy").get("image", "")).startswith("nginx"), "proxy should run nginx"
+    # The official image renders templates into NGINX_ENVSUBST_OUTPUT_DIR: the main config.
+    assert proxy_env(compose).get("NGINX_ENVSUBST_OUTPUT_DIR") == "/etc/nginx"
+
+
+def test_compose_and_rowcast_stack_use_the_one_template(compose: dict[str, Any], tmp_path: Path) -> None:
+    text = nginx_conf_path(compose).read_text()
+    assert stack.template() == text, "rowcast stack must render deploy/nginx.conf.template, as compose does"
+    placeholders = set(stack.PLACEHOLDER.findall(text))
+    assert placeholders == {"NGINX_MAIN", "NGINX_HTTP", "NGINX_LISTEN", "NGINX_API", "NGINX_NOTIFIER"}
+    missing = placeholders - set(proxy_env(compose))
+    assert not missing, f"compose's proxy sets no value for {sorted(missing)}"
+    local = set(stack.stack_values("127.0.0.1:8080", 1, [2, 3], tmp_path))
+    assert placeholders == local, "rowcast stack must give a value to every placeholder"
+    # envsubst would also replace a plain $NAME that is set in the environment: nginx's own
+    # variables must never share a name with one compose sets.
+    nginx_vars = set(re.findall(r"\$(\w+)", PLACEHOLDER_FREE.sub("", text)))
+    shadowed = nginx_vars & (set(proxy_env(compose)) | NGINX_IMAGE_ENV)
+    assert not shadowed, f"envsubst would replace nginx's own ${sorted(shadowed)}"
+
+
+# What the official nginx image itself sets in the container's environment.
+NGINX_IMAGE_ENV = {
+    "HOME",
+    "HOSTNAME",
+    "PATH",
+    "PWD",
+    "NGINX_VERSION",
+    "NJS_VERSION",
+    "NJS_RELEASE",
+    "PKG_RELEASE",
+}
+
+
+PLACEHOLDER_FREE = re.compile(r"\$\{NGINX_[A-Z_]+\}")
+
+
+def test_rowcast_stack_renders_upstreams_of_every_replica(tmp_path: Path) -> None:
+    text = stack.render(stack.template(), stack.stack_values("127.0.0.1:9000", 7001, [7002, 7003], tmp_path))
+    config = parse_nginx(text)
+    assert proxy_targets(location(config, "/ws")) == ["127.0.0.1:7002", "127.0.0.1:7003"]
+    assert proxy_targets(location(config, "/api")) == ["127.0.0.1:7001"]
+    (http,) = config.find("http")
+    assert all(d.args[0].startswith(str(tmp_path)) for d in http.block or [] if d.name.endswith("_temp_path"))
+    assert config.find("pid")[0].args == [str(tmp_path / "nginx.pid")]
+
+
+@pytest.mark.skipif(not shutil.which("envsubst"), reason="no envsubst (Debian's gettext-base)")
+def test_the_nginx_images_envsubst_renders_what_these_tests_check(compose: dict[str, Any]) -> None:
+    """The image's 20-envsubst-on-templates.sh runs `envsubst "${VAR} ..."` over the variables set
+    in the container; the real envsubst must give what the tests above parse."""
+    env = {**proxy_env(compose), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/root"}
+    defined = " ".join(f"${{{name}}}" for name in env)
+    text = nginx_conf_path(compose).read_text()
+    done = subprocess.run(
+        ["envsubst", defined], input=text, env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout == stack.render(text, proxy_env(compose))
+
+
+@pytest.mark.skipif(not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists(), reason="no nginx")
+def test_nginx_accepts_the_config_rowcast_stack_renders(tmp_path: Path) -> None:
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(stack.render(stack.template(), stack.stack_values("127.0.0.1:9000", 1, [2, 3], tmp_path)))
+    argv = [stack.find_nginx(), "-p", str(tmp_path), "-c", str(conf), "-t", "-q"]
+    checked = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_a_placeholder_without_a_value_is_an_error() -> None:
+    with pytest.raises(RowcastError, match="NGINX_API"):
+        stack.render("set $a ${NGINX_API};", {})
 
 
 def test_nginx_listens_on_the_port_compose_publishes(nginx: Directive, compose: dict[str, Any]) -> None:
