@@ -158,6 +158,10 @@ class Subscription:
             and self.filter.matches(image)
         )
 
+    def in_view(self, image: dict[str, Any] | None) -> bool:
+        """Whether a row image is one this subscription sees (its token's scope, then its filter)."""
+        return self._visible(image)
+
     def variant(self, event: Event) -> str | None:
         """How this subscriber sees the event: full, in, out, undecodable, or not at all (None)."""
         if event.op == "truncate":
