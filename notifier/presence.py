@@ -25,6 +25,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -113,7 +114,8 @@ def canonical_pk(pk: Any, columns: tuple[str, ...]) -> str:
     """The key as canonical JSON; PresenceError unless it names exactly the table's key columns."""
     if not isinstance(pk, dict) or set(pk) != set(columns):
         raise PresenceError("bad_frame", f"pk must be an object of the key columns {list(columns)}")
-    if not all(v is None or isinstance(v, str | int | float) for v in pk.values()):
+    # Frames are parsed exactly (rowcast.jsoninput): a numeric key 7.5 arrives as a Decimal.
+    if not all(v is None or isinstance(v, str | int | float | Decimal) for v in pk.values()):
         raise PresenceError("bad_frame", "pk values must be strings or numbers")
     text = jsonexact.dumps(pk, sort_keys=True)
     if len(text) > PK_MAX:
