@@ -341,6 +341,8 @@ class Hub:
         self.waiters: dict[str, set[asyncio.Event]] = {}
         # Told of every DDL on a captured table before any subscriber (the catalog listens).
         self.on_table_change: list[Callable[[TableChange], None]] = []
+        # Told of every row change after the subscribers (presence keeps its row images fresh).
+        self.on_publish: list[Callable[[Event], None]] = []
 
     def add_session(self, session: Session) -> None:
         self.sessions.add(session)
@@ -382,6 +384,8 @@ class Hub:
             sub.offer(event)
         for waiter in self.waiters.get(event.qualified, ()):
             waiter.set()
+        for hook in self.on_publish:
+            hook(event)
 
     def _table_changed(self, event: Event) -> None:
         """A DDL log row: update the catalog, then move, end or tell each subscription."""

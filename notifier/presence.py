@@ -31,6 +31,7 @@ from typing import Any
 import psycopg
 
 from notifier.catalog import Catalog
+from notifier.events import Event
 from notifier.hub import LIVE, Hub, Session, Subscription
 from notifier.replay import Pool
 from rowcast import jsonexact, names
@@ -176,6 +177,12 @@ class Images:
         self.pool = pool
         self.cache: dict[tuple[str, str, str], tuple[float, dict[str, Any] | None]] = {}
 
+    def put(self, row: tuple[str, str, str], image: dict[str, Any] | None) -> None:
+        """The row's image as a change just read from the log left it (fresher than any lookup)."""
+        if len(self.cache) >= IMAGE_CACHE:
+            self.cache.clear()
+        self.cache[row] = (time.monotonic() + IMAGE_TTL, image)
+
     async def get(self, schema: str, table: str, pk_text: str) -> dict[str, Any] | None:
         key = (schema, table, pk_text)
         hit = self.cache.get(key)
@@ -221,6 +228,10 @@ class Presence:
         self.shown: dict[tuple[str, str, str, str], set[Subscription]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        # The rows (schema, table, pk_text) and tables someone is present on, for `observe`.
+        self._rows: set[tuple[str, str, str]] = set()
+        self._tables: set[tuple[str, str]] = set()
+        hub.on_publish.append(self.observe)
 
     # -- sessions --------------------------------------------------------------------------------
 
@@ -355,6 +366,8 @@ class Presence:
             entry = Entry(session_id, who, schema, table, pk_text, state, _iso(since))
             fresh[entry.key] = entry
         before, self.current = self.current, fresh
+        self._rows = {(e.schema, e.table, e.pk_text) for e in fresh.values()}
+        self._tables = {(e.schema, e.table) for e in fresh.values()}
         for subs in self.shown.values():
             subs.difference_update([s for s in subs if s.session.closed])
         for key, entry in before.items():
@@ -364,11 +377,37 @@ class Presence:
             if before.get(key) != entry:
                 await self._tell(entry)
 
-    async def _tell(self, entry: Entry) -> None:
+    def observe(self, event: Event) -> None:
+        """A change of a row someone is present on: judge who may see that presence again now.
+
+        An update can move the row into or out of a viewer's scope or filter; its new image (None
+        once deleted) replaces the cached one, so nobody waits for the cache to expire.
+        """
+        if (event.schema, event.table) not in self._tables or event.op not in ("insert", "update", "delete"):
+            return
+        try:
+            row = (event.schema, event.table, jsonexact.dumps(event.pk, sort_keys=True))
+        except ValueError:  # a key that does not parse: no presence can be on it
+            return
+        if row in self._rows:
+            # An image that does not parse is unknown: invisible to scoped and filtered viewers.
+            self.images.put(row, event.row if event.decodable else None)
+            self._spawn(self._recheck(row))
+
+    async def _recheck(self, row: tuple[str, str, str]) -> None:
+        for entry in [e for e in self.current.values() if (e.schema, e.table, e.pk_text) == row]:
+            await self._tell(entry, changed=False)
+
+    async def _tell(self, entry: Entry, changed: bool = True) -> None:
+        """Send `entry` to the viewers that may see it (all of them if it changed, else the new
+        ones) and withdraw it from those that saw it and may no longer."""
         shown = self.shown.get(entry.key, set())
         for sub in tuple(self.hub.by_table.get(entry.qualified, ())):
+            if self.current.get(entry.key) != entry:
+                return  # gone or changed meanwhile: the poll that saw it tells
             if await self._visible(sub, entry):
-                self._show(sub, entry)
+                if changed or sub not in shown:
+                    self._show(sub, entry)
             elif sub in shown:  # no longer in its view: it goes from this viewer's list
                 shown.discard(sub)
                 sub.session.send("presence", entry.frame(sub.ref, gone=True))

@@ -242,3 +242,25 @@ async def test_the_python_client_announces_and_hears_presence(notifier: str, aco
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert "live" in statuses
+
+
+async def test_presence_follows_a_row_out_of_and_back_into_a_scoped_view(
+    token_notifier: str, aconn: AConn
+) -> None:
+    book = await add_book(aconn, "Moving", owner="alice")
+    alice_token = scoped("alice", "alice")
+    carol_token = issue_token(SECRET, "carol", read=["books"])
+    async with (
+        ws_connect(token_notifier, headers={"Authorization": f"Bearer {alice_token}"}) as alice,
+        ws_connect(token_notifier, headers={"Authorization": f"Bearer {carol_token}"}) as carol,
+    ):
+        await alice.subscribe("a")
+        await carol.subscribe("c")
+        await carol.send(type="presence", ref="c", pk={"id": book}, state="editing")
+        assert (await alice.until(is_presence, timeout=2.0))["state"] == "editing"
+        await aconn.execute("UPDATE books SET owner = 'bob' WHERE id = %s", (book,))
+        gone = await alice.until(is_presence, timeout=2.0)
+        assert gone["state"] is None and gone["pk"] == {"id": book}
+        await aconn.execute("UPDATE books SET owner = 'alice' WHERE id = %s", (book,))
+        back = await alice.until(is_presence, timeout=2.0)
+        assert (back["state"], back["who"]) == ("editing", "carol")
