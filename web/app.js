@@ -641,6 +641,7 @@ function rebase(row, mine) {
   for (const column of COLUMNS) {
     if (!(column in mine)) fillField(column, row[column]);
   }
+  announceEditing(); // the edits left may be none now: "viewing" again
 }
 
 function showMergeNote({ actor, at, columns, saved }) {
@@ -732,6 +733,7 @@ async function loadTheirVersion() {
   fillForm(current);
   rebase(current, patch);
   for (const [column, value] of Object.entries(patch)) fillField(column, value);
+  announceEditing();
   hideConflict();
   el.title.focus();
 }
