@@ -17,6 +17,7 @@ from notifier.hub import Hub
 from notifier.listener import Listener, event_lag_seconds
 from notifier.longpoll import changes
 from notifier.metrics import Metrics
+from notifier.presence import Presence
 from notifier.retention import prune_forever
 from notifier.service import Notifier
 from notifier.source import PgChangeSource
@@ -84,13 +85,16 @@ def setup(app: web.Application, settings: Settings) -> None:
             on_read=metrics.reads.inc,
             on_wakeup=metrics.wakeups.inc,
         )
-        notifier = Notifier(settings, pool, hub, Catalog(pool), metrics, listener.started)
+        catalog = Catalog(pool)
+        presence = Presence(pool, hub, catalog, settings.max_presence_rows)
+        notifier = Notifier(settings, pool, hub, catalog, metrics, listener.started, presence)
         app[NOTIFIER] = notifier
         app[LISTENER] = listener
         run = asyncio.create_task(listener.run(), name="rowcast-listener")
         tasks = [
             run,
             asyncio.create_task(prune_forever(pool, settings.retention), name="rowcast-retention"),
+            asyncio.create_task(presence.run(), name="rowcast-presence"),
         ]
         # Give the first LISTEN a moment: a pooler that breaks LISTEN is refused at startup.
         # A database that is simply down is not fatal: we serve, report 503, and keep trying.
@@ -109,6 +113,7 @@ def setup(app: web.Application, settings: Settings) -> None:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await presence.close()
             hub.close()
             await pool.close()
 

@@ -158,6 +158,10 @@ class Subscription:
             and self.filter.matches(image)
         )
 
+    def in_view(self, image: dict[str, Any] | None) -> bool:
+        """Whether a row image is one this subscription sees (its token's scope, then its filter)."""
+        return self._visible(image)
+
     def variant(self, event: Event) -> str | None:
         """How this subscriber sees the event: full, in, out, undecodable, or not at all (None)."""
         if event.op == "truncate":
@@ -337,6 +341,8 @@ class Hub:
         self.waiters: dict[str, set[asyncio.Event]] = {}
         # Told of every DDL on a captured table before any subscriber (the catalog listens).
         self.on_table_change: list[Callable[[TableChange], None]] = []
+        # Told of every row change after the subscribers (presence keeps its row images fresh).
+        self.on_publish: list[Callable[[Event], None]] = []
 
     def add_session(self, session: Session) -> None:
         self.sessions.add(session)
@@ -378,6 +384,8 @@ class Hub:
             sub.offer(event)
         for waiter in self.waiters.get(event.qualified, ()):
             waiter.set()
+        for hook in self.on_publish:
+            hook(event)
 
     def _table_changed(self, event: Event) -> None:
         """A DDL log row: update the catalog, then move, end or tell each subscription."""

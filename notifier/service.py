@@ -16,6 +16,7 @@ from notifier.filters import Filter, FilterError
 from notifier.hub import LIVE, Hub, Session, Subscription
 from notifier.metrics import Metrics
 from notifier.outbox import Outbox
+from notifier.presence import Presence
 from notifier.replay import CursorExpired, LogReader, Pool, ReadGate, current_snapshot
 from notifier.snapshot import BadCursor, Snapshot
 from rowcast import names
@@ -62,8 +63,11 @@ class Notifier:
         catalog: Catalog,
         metrics: Metrics,
         reader_started: asyncio.Event | None = None,
+        presence: Presence | None = None,
     ) -> None:
         self.settings = settings
+        # Who views or edits which row (notifier/presence.py); None where the app runs without it.
+        self.presence = presence
         # Subscriptions take their snapshot only once the log reader has its position: every
         # change their snapshot does not see is then read by a window after they registered.
         self.reader_started = reader_started
@@ -95,6 +99,8 @@ class Notifier:
         self.metrics.subscriptions.set(self.hub.subscription_count)
 
     def close_session(self, session: Session, transport: str) -> None:
+        if self.presence is not None:
+            self.presence.detach(session)
         self.hub.remove_session(session)
         self.metrics.connections.labels(transport).dec()
         self.metrics.subscriptions.set(self.hub.subscription_count)
@@ -224,6 +230,8 @@ class Notifier:
                 session.deliver(sub, event)
             sub.buffer = []
             sub.state = LIVE
+            if self.presence is not None:
+                self.presence.welcome(sub)
             return sub
         except CursorExpired as exc:
             self.hub.unregister(sub)

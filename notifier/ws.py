@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from notifier.access import SUBPROTOCOL, RateLimiter, admit, json_error
+from notifier.presence import PresenceError
 from notifier.service import Notifier, ProtocolError
 from notifier.state import ACCESS, NOTIFIER, SOCKETS
 from rowcast import jsoninput
@@ -53,6 +54,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             closers.append(asyncio.create_task(_close(ws, request, code, reason), name="rowcast-ws-close"))
 
     session = notifier.open_session(principal, on_close, "ws")
+    if notifier.presence is not None:
+        notifier.presence.attach(session)
     app[SOCKETS].add(ws)
     writer = Writer(ws, session, notifier.messages_out["ws"])
     expiry: asyncio.TimerHandle | None = None
@@ -158,6 +161,10 @@ async def _read(
             await _handle(msg.data, notifier, session, tasks)
         except ProtocolError as exc:
             session.send("error", exc.frame())
+        except PresenceError as exc:  # marked, so a client tells it from its subscription's errors
+            session.send(
+                "error", {**ProtocolError(exc.code, exc.message, exc.ref).frame(), "about": "presence"}
+            )
 
 
 async def _handle(text: str, notifier: Notifier, session: Any, tasks: list[asyncio.Task[Any]]) -> None:
@@ -179,5 +186,9 @@ async def _handle(text: str, notifier: Notifier, session: Any, tasks: list[async
         notifier.unsubscribe(session, frame.get("ref"))
     elif kind == "ping":
         session.send("pong", {})
+    elif kind == "presence" and notifier.presence is not None:
+        await notifier.presence.announce(session, frame)
     else:
-        raise ProtocolError("unknown_type", f"unknown frame type: {kind!r} (subscribe, unsubscribe, ping)")
+        raise ProtocolError(
+            "unknown_type", f"unknown frame type: {kind!r} (subscribe, unsubscribe, presence, ping)"
+        )

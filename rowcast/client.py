@@ -9,6 +9,10 @@ str() is the text Postgres wrote, never a float. A change the client cannot pars
 jsonb nested deeper than jsonexact.MAX_DEPTH) or the server could not filter or project (an
 `undecodable_change` error frame) does not end the subscription: it is yielded as a `Change` with
 `error == "undecodable_change"` and `row`/`old` None (see `Change`).
+
+Presence (docs/PROTOCOL.md "Presence"): pass `presence=Presence()` to `subscribe`, then
+`await presence.announce({"id": 7}, "editing")` while iterating; `presence.others()` lists who
+else is viewing or editing rows of the table. Announcements are sent again after a reconnect.
 """
 
 from __future__ import annotations
@@ -108,6 +112,96 @@ class Change:
         )
 
 
+@dataclass(frozen=True)
+class Seen:
+    """Someone else on a row: `who` (a token subject, or an open-mode display name), their
+    connection (`session`: one person in two tabs is two), "viewing" or "editing", since when."""
+
+    pk: dict[str, Any]
+    who: str
+    session: str
+    state: str
+    since: str
+
+
+class Presence:
+    """Presence over one `subscribe` stream: what this client announces, and who else is there.
+
+    `name` is the display name others see in open mode (the server uses the token's subject in
+    token mode). `on_change(others)` hears every change of the list; `on_error(frame)` hears
+    refused announcements (the stream goes on).
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        on_change: Callable[[list[Seen]], None] | None = None,
+        on_error: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.on_change = on_change
+        self.on_error = on_error
+        self.mine: dict[str, tuple[dict[str, Any], str]] = {}
+        self._others: dict[tuple[str, str], Seen] = {}
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._ref = ""
+
+    async def announce(self, pk: dict[str, Any], state: str | None) -> None:
+        """Tell others this client is "viewing" or "editing" the row `pk`, or None: no longer."""
+        key = jsonexact.dumps(pk, sort_keys=True)
+        if state is None:
+            self.mine.pop(key, None)
+        else:
+            self.mine[key] = (pk, state)
+        await self._send(pk, state)
+
+    def others(self, pk: dict[str, Any] | None = None) -> list[Seen]:
+        """Who else is there: on every row, or on the row `pk`."""
+        seen = sorted(self._others.values(), key=lambda s: s.since)
+        return seen if pk is None else [s for s in seen if s.pk == pk]
+
+    async def _send(self, pk: dict[str, Any], state: str | None) -> None:
+        if self._ws is None or self._ws.closed:
+            return  # sent when the next socket's subscription is acknowledged
+        frame: dict[str, Any] = {"type": "presence", "ref": self._ref, "pk": pk, "state": state}
+        if self.name:
+            frame["name"] = self.name
+        await self._ws.send_str(jsonexact.dumps(frame))
+
+    async def _start(self, ws: aiohttp.ClientWebSocketResponse, ref: str) -> None:
+        """The subscription is acknowledged on a new socket: the server's list follows; ours again."""
+        self._ws, self._ref = ws, ref
+        self._lost()
+        for pk, state in list(self.mine.values()):
+            await self._send(pk, state)
+
+    def _stop(self) -> None:
+        self._ws = None
+        self._lost()
+
+    def _lost(self) -> None:
+        if self._others:
+            self._others.clear()
+            self._changed()
+
+    def _apply(self, frame: dict[str, Any]) -> None:
+        pk, session = frame.get("pk"), frame.get("session")
+        if not isinstance(pk, dict) or not isinstance(session, str):
+            return
+        key = (session, jsonexact.dumps(pk, sort_keys=True))
+        if frame.get("state") is None:
+            if self._others.pop(key, None) is None:
+                return
+        else:
+            who, state, since = str(frame.get("who", "")), str(frame["state"]), str(frame.get("since", ""))
+            self._others[key] = Seen(pk, who, session, state, since)
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self.others())
+
+
 def row_key(table: str, pk: dict[str, Any] | None) -> str:
     return table + "\x00" + jsonexact.dumps(pk, sort_keys=True)
 
@@ -140,6 +234,18 @@ class RowRule:
             old_pk = {k: change.old.get(k, v) for k, v in change.pk.items()}
             self.last[row_key(table, old_pk)] = change.id
         return True
+
+
+def _for_presence(presence: Presence, data: dict[str, Any]) -> bool:
+    """Route a presence frame, or an error answering one, to `presence`; False for other frames."""
+    if data.get("type") == "presence":
+        presence._apply(data)
+        return True
+    if data.get("type") == "error" and data.get("about") == "presence":
+        if presence.on_error is not None:
+            presence.on_error(data)
+        return True
+    return False
 
 
 def default_url() -> str:
@@ -189,6 +295,7 @@ async def subscribe(
     max_backoff: float = 5.0,
     rule: RowRule | None = None,
     session: aiohttp.ClientSession | None = None,
+    presence: Presence | None = None,
 ) -> AsyncIterator[Change]:
     """Yield every change of `table` (matching `where`) from `cursor` (or from now), forever.
 
@@ -197,6 +304,7 @@ async def subscribe(
 
     `on_status(state, cursor)` hears "live", "reconnecting" and each new cursor ("checkpoint").
     `on_schema(frame)` hears each `schema_changed` frame (the table's columns, key, former name).
+    `presence` (a `Presence`) announces rows and hears who else is on them (see `Presence`).
     When no notifier answers at `url`, it keeps trying and logs a warning on the 3rd failure in a
     row and every 20th after (logger `rowcast.client`).
     """
@@ -230,6 +338,8 @@ async def subscribe(
                             # A row nested deeper than we parse: the rest of the frame still routes it.
                             data, raw = jsonexact.shallow(msg.data), msg.data
                         kind = data.get("type")
+                        if presence is not None and _for_presence(presence, data):
+                            continue
                         if kind == "change":
                             if raw is None:
                                 change = Change.from_frame(data)
@@ -244,6 +354,8 @@ async def subscribe(
                             cursor = data["cursor"]
                             if kind == "subscribed":
                                 delay, failures = 0.1, 0
+                                if presence is not None:
+                                    await presence._start(ws, "c")
                                 if on_status:
                                     on_status("live", cursor)
                             elif on_status:
@@ -274,6 +386,8 @@ async def subscribe(
                 failures += 1
                 _log_failure(url, failures, exc)
                 close_code = None
+            if presence is not None:
+                presence._stop()  # who else is there is unknown until the next socket says
             if on_status:
                 on_status("reconnecting", cursor)
             if close_code == CLOSE_AUTH and get_token is not None:

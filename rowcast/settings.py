@@ -100,6 +100,9 @@ ENV: dict[str, Setting] = {
     "max_frame_bytes": Setting("ROWCAST_MAX_FRAME_BYTES", "largest client frame (default 65536)"),
     "max_subscriptions": Setting("ROWCAST_MAX_SUBSCRIPTIONS", "subscriptions per socket (default 64)"),
     "max_client_rate": Setting("ROWCAST_MAX_CLIENT_RATE", "client frames per second per socket (default 50)"),
+    "max_presence_rows": Setting(
+        "ROWCAST_MAX_PRESENCE_ROWS", "rows one socket may announce presence on at once (default 16)"
+    ),
     "max_connections_per_subject": Setting(
         "ROWCAST_MAX_CONNECTIONS_PER_SUBJECT", "open sockets per token subject (default 32)"
     ),
@@ -204,6 +207,7 @@ class Settings:
     max_frame_bytes: int = 64 * 1024
     max_subscriptions: int = 64
     max_client_rate: float = 50.0
+    max_presence_rows: int = 16
     max_connections_per_subject: int = 32
     max_reads_per_subject: int = 4
     read_timeout: float = 10.0
@@ -310,6 +314,7 @@ _CONVERT: dict[str, Any] = {
     "max_frame_bytes": int,
     "max_subscriptions": int,
     "max_client_rate": float,
+    "max_presence_rows": int,
     "max_connections_per_subject": int,
     "max_reads_per_subject": int,
     "read_timeout": parse_duration,

@@ -20,6 +20,8 @@
 //   #conflict-text         who changed what, e.g. "Postgres via psql changed title at 14:02:11 …"
 //   #conflict-values       for each field both changed: dd[data-field][data-side="theirs" | "mine"];
 //                          else (a delete, or no field in common) their current values
+//   #presence-note         (role=status) in the edit form: who else is viewing or editing the
+//                          book, "bob is editing"; data-state = editing | viewing; hidden if nobody
 //   #merge-note            (role=status) someone else's change to other fields was merged into
 //                          the edit, or kept by a save: "alice via api changed pages at …"
 //   #conflict-load         "Load their version"; #conflict-overwrite "Overwrite"; #conflict-dismiss
@@ -27,12 +29,17 @@
 //                          fading out after a delete
 //     td[data-col="title" | "author" | "num_pages"]   cells; class "flash" while a change shows
 //     [data-testid="changed-by"]   "changed by postgres via psql at 14:02:11"
+//     [data-testid="presence"]     who else has the book open: "alice is editing" (empty if
+//                          nobody); data-state = editing | viewing | "" (presence, issue 18)
 //     button[data-action="edit"], button[data-action="delete"]
 //   #book-count            number of books; #empty shown when there are none
 //   #events li             newest first, at most 50; data-table, data-op, data-id, data-mine;
 //                          .what names the row by title/name (title attribute: "books 3")
 //   #reload                reload the snapshot
 //   document.body[data-ready="true"]   once the first snapshot is rendered
+//
+// Presence: editing a book announces "viewing", and "editing" while the form holds unsaved edits;
+// others see it on the row and in their form. The name shown is "Your name" (open mode).
 //
 // Query parameters: ?transport=websocket|sse forces a transport.
 
@@ -58,6 +65,7 @@ import {
   keyLabel,
   listWords,
   meaningfulColumns,
+  presenceText,
   rowLabel,
 } from "./format.js";
 
@@ -87,6 +95,7 @@ const el = {
   conflictOverwrite: $("conflict-overwrite"),
   conflictDismiss: $("conflict-dismiss"),
   mergeNote: $("merge-note"),
+  presenceNote: $("presence-note"),
   rows: $("book-rows"),
   count: $("book-count"),
   empty: $("empty"),
@@ -154,7 +163,10 @@ async function probeApi() {
 // -- connection and collection --
 
 const params = new URLSearchParams(location.search);
-const connection = connect(location.origin, { transport: params.get("transport") ?? "auto" });
+const connection = connect(location.origin, {
+  transport: params.get("transport") ?? "auto",
+  name: () => el.actor.value.trim() || "someone",
+});
 connection.onStatus(showStatus);
 showStatus(connection.status);
 
@@ -164,7 +176,11 @@ const books = new LiveCollection({
   actor: () => el.actor.value.trim(),
   onReset: renderAll,
   onChange: applyChange,
-  onError: (frame) => showPageError(`Live updates for books failed: ${frame.message ?? frame.code}`),
+  onPresence: renderPresence,
+  onError: (frame) => {
+    if (frame.about === "presence") return; // who sees this book is a courtesy: never an error on the page
+    showPageError(`Live updates for books failed: ${frame.message ?? frame.code}`);
+  },
 });
 
 // The event panel also shows authors; nothing else on the page uses them.
@@ -192,6 +208,7 @@ function showStatus(status, detail = "") {
 function renderAll(rows) {
   el.rows.replaceChildren(...[...rows].sort(byIdDescending).map((row) => buildRow(row)));
   updateCount();
+  renderPresence();
   if (state.editing && !books.get(state.editing.id)) {
     showConflict({ reason: "deleted", id: state.editing.id, current: null });
   }
@@ -222,7 +239,11 @@ function buildRow(row) {
   const line = document.createElement("span");
   line.className = "changed-by";
   line.dataset.testid = "changed-by";
-  changed.append(line);
+  const others = document.createElement("span");
+  others.className = "presence";
+  others.dataset.testid = "presence";
+  others.dataset.state = "";
+  changed.append(line, others);
   tr.append(changed);
 
   const actions = document.createElement("td");
@@ -308,6 +329,7 @@ function applyChange(change) {
     if (!tr) {
       tr = buildRow(row);
       insertSorted(tr, row);
+      showPresence(tr, row.id);
       flash(tr, "added");
     } else {
       fillRow(tr, row);
@@ -322,6 +344,42 @@ function applyChange(change) {
   }
   updateCount();
   noticeEditedBook(change);
+}
+
+// -- presence: who else has a book open --
+
+function renderPresence() {
+  for (const tr of el.rows.children) showPresence(tr, Number(tr.dataset.id));
+  showPresenceNote();
+}
+
+function presenceState(entries) {
+  if (!entries.length) return "";
+  return entries.some((e) => e.state === "editing") ? "editing" : "viewing";
+}
+
+function showPresence(tr, id) {
+  const span = tr.querySelector('[data-testid="presence"]');
+  if (!span) return;
+  const entries = books.presence(id);
+  span.textContent = presenceText(entries);
+  span.dataset.state = presenceState(entries);
+}
+
+function showPresenceNote() {
+  const entries = state.editing ? books.presence(state.editing.id) : [];
+  el.presenceNote.hidden = entries.length === 0;
+  el.presenceNote.dataset.state = presenceState(entries);
+  el.presenceNote.textContent = entries.length ? `${presenceText(entries)} this book right now.` : "";
+}
+
+/** Tell others what this page does with the book in the form: viewing, or editing (unsaved edits). */
+function announceEditing() {
+  if (!state.editing) return;
+  const next = Object.keys(myEdits()).length ? "editing" : "viewing";
+  if (state.editing.announced === next) return;
+  state.editing.announced = next;
+  books.announce(state.editing.id, next);
 }
 
 // -- the event panel --
@@ -375,6 +433,7 @@ function fillForm(row) {
 function startEditing(id) {
   const row = books.get(id);
   if (!row) return;
+  if (state.editing && state.editing.id !== row.id) books.announce(state.editing.id, null);
   state.editing = { id: row.id, base: { ...row } };
   hideConflict();
   hideMergeNote();
@@ -385,11 +444,15 @@ function startEditing(id) {
   el.formHeading.textContent = "Edit book";
   el.save.textContent = "Save changes";
   el.cancel.hidden = false;
+  announceEditing();
+  showPresenceNote();
   el.title.focus();
 }
 
 function stopEditing() {
+  if (state.editing) books.announce(state.editing.id, null);
   state.editing = null;
+  showPresenceNote();
   hideConflict();
   hideFormError();
   hideMergeNote();
@@ -578,6 +641,7 @@ function rebase(row, mine) {
   for (const column of COLUMNS) {
     if (!(column in mine)) fillField(column, row[column]);
   }
+  announceEditing(); // the edits left may be none now: "viewing" again
 }
 
 function showMergeNote({ actor, at, columns, saved }) {
@@ -669,6 +733,7 @@ async function loadTheirVersion() {
   fillForm(current);
   rebase(current, patch);
   for (const [column, value] of Object.entries(patch)) fillField(column, value);
+  announceEditing();
   hideConflict();
   el.title.focus();
 }
@@ -730,6 +795,7 @@ el.form.addEventListener("submit", (event) => {
   busy(save);
 });
 el.cancel.addEventListener("click", stopEditing);
+el.form.addEventListener("input", announceEditing);
 el.conflictLoad.addEventListener("click", () => busy(loadTheirVersion));
 el.conflictOverwrite.addEventListener("click", () => busy(overwrite));
 el.conflictDismiss.addEventListener("click", dismissConflict);

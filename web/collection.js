@@ -25,11 +25,14 @@ export function ifMatch(version) {
 /**
  * new LiveCollection({baseUrl, resource, table?, pk?, connection?, onChange?, onReset?, onStatus?,
  *   onError?, query?, limit?, maxRows?, where?, columns?, actor?, token?, getToken?, fetch?,
- *   versionColumn?, numbers?})
+ *   versionColumn?, numbers?, onPresence?})
  *
  * onChange(change) gets {kind: "insert" | "update" | "delete" | "truncate", key, row, prev,
  * changed, oldKey?, removed?, event?, mine, source: "live" | "rest"}; onReset(rows) after each
  * snapshot load. Without a connection (or while it is offline) it is a plain REST collection.
+ * Presence: announce(pk, "viewing" | "editing" | null) tells others what this page does with a
+ * row; onPresence(list, frame) hears who else is there ([{pk, who, session, state, since}]), and
+ * presence(pk) lists them for one row.
  */
 export class LiveCollection {
   constructor(options) {
@@ -44,6 +47,8 @@ export class LiveCollection {
     this.onReset = options.onReset ?? (() => {});
     this.onStatus = options.onStatus ?? null;
     this.onError = options.onError ?? null;
+    this.onPresence = options.onPresence ?? null;
+    this.announcing = new Map(); // announcements made before the subscription exists
     this.query = options.query ?? {};
     this.limit = options.limit ?? 500; // page size of the snapshot load
     this.maxRows = options.maxRows ?? 10000;
@@ -84,6 +89,19 @@ export class LiveCollection {
       });
     }
     return this.loading;
+  }
+
+  /** Announce "viewing" or "editing" on the row `pk` (object or single value), or null: no longer. */
+  announce(pk, state) {
+    const key = this.#pkObject(pk);
+    if (this.subscription) this.subscription.announce(key, state ?? null);
+    else this.announcing.set(JSON.stringify(key), { key, state: state ?? null });
+  }
+
+  /** Who else is viewing or editing: every row, or the row `pk`. */
+  presence(pk) {
+    if (!this.subscription) return [];
+    return this.subscription.presence(pk === undefined ? undefined : this.#pkObject(pk));
   }
 
   /** Stop listening. */
@@ -161,8 +179,15 @@ export class LiveCollection {
         onResync: () => this.#resync(),
         onStatus: this.onStatus ?? undefined,
         onError: this.onError ?? undefined,
+        onPresence: (list, frame) => this.onPresence?.(list, frame),
       });
+      for (const { key, state } of this.announcing.values()) this.subscription.announce(key, state);
+      this.announcing.clear();
     }
+  }
+
+  #pkObject(pk) {
+    return pk !== null && typeof pk === "object" ? pk : { [this.pk[0]]: pk };
   }
 
   /**

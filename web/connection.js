@@ -5,6 +5,7 @@
 // reconnect and fallback logic run under node --test with fakes.
 
 import { Backoff } from "./backoff.js";
+import { PresenceBook, presenceFrame } from "./presence.js";
 import {
   chooseTransport,
   closeAction,
@@ -29,8 +30,10 @@ const SSE_EVENTS = ["subscribed", "change", "checkpoint", "schema_changed", "res
  * connection before the status reads "offline"; defaults 3 and 5000), openTimeout,
  * pingInterval, pongTimeout (ms), onError(frame) for errors not tied to a subscription,
  * watchBrowser (default true: reconnect at once when the browser comes back online or the tab
- * becomes visible), numbers ("number", the default, or "string": numbers a JavaScript number
- * cannot hold exactly arrive as their decimal text; see web/protocol.js), and for tests:
+ * becomes visible), name (string or function: in open mode the display name others see on this
+ * page's presence; token mode uses the token's subject), numbers ("number", the default, or
+ * "string": numbers a JavaScript number cannot hold exactly arrive as their decimal text; see
+ * web/protocol.js), and for tests:
  * WebSocket, EventSource, setTimeout, clearTimeout, now, random, autoStart.
  */
 export function connect(url, options = {}) {
@@ -75,6 +78,7 @@ export class Connection {
     this.closed = false;
     this.nextRef = 1;
     this.onError = options.onError ?? null;
+    this.name = options.name ?? null; // string or () => string: the presence display name (open mode)
     this.unwatch = options.watchBrowser === false ? () => {} : watchBrowser(this);
     if (options.autoStart !== false) this.start();
   }
@@ -85,7 +89,7 @@ export class Connection {
     return () => this.statusListeners.delete(listener);
   }
 
-  /** Subscribe to a table: {table, schema?, where?, columns?, cursor?, mode?, onChange, onStatus?, onResync?, onSchema?, onError?}. */
+  /** Subscribe to a table: {table, schema?, where?, columns?, cursor?, mode?, onChange, onStatus?, onResync?, onSchema?, onError?, onPresence?}. */
   subscribe(spec) {
     if (!spec?.table) throw new TypeError("subscribe: table is required");
     const sub = new Subscription(this, spec, this.#newRef());
@@ -132,6 +136,12 @@ export class Connection {
     this.session?.remove(sub);
   }
 
+  _announce(sub, pk, state) {
+    if (!sub.acked) return; // sent with the others once the server acknowledges the subscription
+    const name = typeof this.name === "function" ? this.name() : this.name;
+    this.session?.send?.(presenceFrame(sub.ref, pk, state, name));
+  }
+
   _resubscribe(sub, cursor) {
     if (this.subs.delete(sub.ref)) this.session?.remove(sub);
     sub.ref = this.#newRef();
@@ -165,6 +175,7 @@ export class Connection {
         if (frame.cursor) sub.cursor = frame.cursor;
         sub.acked = true;
         sub._status("live");
+        sub._presenceRestart(); // the server's presence snapshot follows; ours is announced again
         return;
       case "change":
         if (!sub || sub.failed) return;
@@ -184,6 +195,9 @@ export class Connection {
         // DDL on the table (PROTOCOL.md "Schema changes"); a renamed table's subscription follows it.
         if (sub && !sub.failed) sub.onSchema?.(frame);
         return;
+      case "presence":
+        if (sub && !sub.failed) sub._presence(frame);
+        return;
       case "resync_required":
         if (!sub) return;
         sub._resync(frame);
@@ -200,7 +214,10 @@ export class Connection {
   _ended(session, { code, reason, opened }) {
     if (session !== this.session) return;
     this.session = null;
-    for (const sub of this.subs.values()) sub.acked = false;
+    for (const sub of this.subs.values()) {
+      sub.acked = false;
+      sub._presenceLost(); // who else is there is unknown until the next socket says
+    }
     if (this.closed) return;
     if (!opened) {
       if (session.kind === "websocket") this.stats.wsFailures += 1;
@@ -313,6 +330,8 @@ class Subscription {
     this.onResync = spec.onResync ?? null;
     this.onSchema = spec.onSchema ?? null;
     this.onError = spec.onError ?? null;
+    this.onPresence = spec.onPresence ?? null;
+    this.presenceBook = new PresenceBook();
     this.seen = new SeenIds();
     this.acked = false;
     this.failed = false;
@@ -320,11 +339,39 @@ class Subscription {
     this.active = true;
   }
 
-  /** Stop receiving changes. */
+  /** Stop receiving changes (the server withdraws this socket's presence when it closes). */
   unsubscribe() {
     if (!this.active) return;
+    for (const { pk } of this.presenceBook.announced()) this.announce(pk, null);
     this.active = false;
     this.connection._unsubscribe(this);
+    this.presenceBook.clear();
+  }
+
+  /**
+   * Tell others this page is "viewing" or "editing" the row `pk` (an object of key columns), or
+   * null: no longer. Kept and announced again after every reconnect. WebSocket only.
+   */
+  announce(pk, state) {
+    if (this.presenceBook.announce(pk, state ?? null)) this.connection._announce(this, pk, state ?? null);
+  }
+
+  /** Who else is viewing or editing rows of this subscription: [{pk, who, session, state, since}]. */
+  presence(pk) {
+    return pk === undefined ? this.presenceBook.list() : this.presenceBook.on(pk);
+  }
+
+  _presence(frame) {
+    if (this.presenceBook.apply(frame)) this.onPresence?.(this.presenceBook.list(), frame);
+  }
+
+  _presenceRestart() {
+    this._presenceLost();
+    for (const { pk, state } of this.presenceBook.announced()) this.connection._announce(this, pk, state);
+  }
+
+  _presenceLost() {
+    if (this.presenceBook.clear()) this.onPresence?.([], null);
   }
 
   /** Subscribe again from `cursor` (after reloading a snapshot); a fresh ref on the wire. */
@@ -360,6 +407,7 @@ class Subscription {
 
   _error(frame) {
     this.onError?.(frame);
+    if (frame.about === "presence") return; // an announcement was refused; the subscription goes on
     if (frame.code === "bad_cursor") {
       this._resync({ type: "resync_required", ref: frame.ref, reason: "bad_cursor" });
     } else if (!this.acked && isFatalSubscriptionError(frame.code)) {
@@ -405,6 +453,10 @@ class WebSocketSession {
 
   remove(sub, { silent = false } = {}) {
     if (this.opened && !silent) this.#send({ type: "unsubscribe", ref: sub.ref });
+  }
+
+  send(frame) {
+    if (this.opened) this.#send(frame);
   }
 
   /** Send a ping now; no answer within pongTimeout ends the session. */

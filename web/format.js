@@ -114,3 +114,22 @@ export function formValues({ title, author, num_pages }) {
 export function differingColumns(a, b, columns) {
   return columns.filter((c) => (a?.[c] ?? null) !== (b?.[c] ?? null));
 }
+
+/**
+ * Who else is on a row, for a person: "alice is editing", "alice and bob are viewing",
+ * "bob is editing · alice is viewing". Editing comes first: it is what a save may meet. One
+ * person in two tabs is named once, by their busiest state.
+ */
+export function presenceText(entries) {
+  const state = new Map(); // who -> editing | viewing
+  for (const { who, state: s } of entries) {
+    const name = who || "someone";
+    if (state.get(name) !== "editing") state.set(name, s);
+  }
+  const parts = [];
+  for (const verb of ["editing", "viewing"]) {
+    const names = [...state].filter(([, s]) => s === verb).map(([name]) => name);
+    if (names.length) parts.push(`${listWords(names)} ${names.length === 1 ? "is" : "are"} ${verb}`);
+  }
+  return parts.join(" · ");
+}

@@ -13,6 +13,10 @@
 //                                                     // and retry, MergeConflictError if the
 //                                                     // same field changed on both sides
 //
+//   books.announce(7, "editing");                     // presence: others see who views/edits
+//   new LiveCollection({ ..., onPresence(list) {} });  // [{pk, who, session, state, since}]
+//   sub.announce({ id: 7 }, "viewing"); sub.presence({ id: 7 });  // the same on a subscription
+//
 // The merge rule on its own, for apps with their own I/O: mergeEdits(base, mine, theirs) (pure)
 // and saveFields(write, {base, mine, version}) (PATCH, 412, merge, bounded retries).
 //
@@ -24,6 +28,7 @@ export { LiveCollection, ApiError, ConflictError, ifMatch, newRequestId } from "
 export { RowStore, changedColumns } from "./rowstore.js";
 export { MERGE_RETRIES, MergeConflictError, editedFields, mergeEdits, sameValue, saveFields } from "./merge.js";
 export { Backoff } from "./backoff.js";
+export { PRESENCE_STATES, PresenceBook, presenceFrame } from "./presence.js";
 export {
   CLOSE,
   SUBPROTOCOL,

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
-import { actorLabel, bookValues, changeLine, clockTime, conflictText, differingColumns, formValues, keyLabel, listWords, meaningfulColumns, rowLabel } from "../../web/format.js";
+import { actorLabel, bookValues, changeLine, clockTime, conflictText, differingColumns, formValues, keyLabel, listWords, meaningfulColumns, presenceText, rowLabel } from "../../web/format.js";
 
 const psql = { user: "postgres", app: "psql", addr: "127.0.0.1", actor: null, request_id: null };
 const api = { user: "postgres", app: "api", actor: "alice", request_id: "r1" };
@@ -76,4 +76,14 @@ describe("formValues", () => {
     assert.deepEqual(formValues({ title: " Dune ", author: null, num_pages: "305" }), { title: "Dune", author: "", num_pages: 305 });
     assert.deepEqual(formValues({ title: "x", author: "", num_pages: "" }), { title: "x", author: "", num_pages: null });
   });
+});
+
+test("presence reads editing first, names each person once by their busiest state", () => {
+  const entry = (who, state) => ({ who, state, pk: { id: 1 }, session: `${who}-${state}` });
+  assert.equal(presenceText([]), "");
+  assert.equal(presenceText([entry("Alice", "viewing")]), "Alice is viewing");
+  assert.equal(presenceText([entry("Alice", "viewing"), entry("Bob", "viewing")]), "Alice and Bob are viewing");
+  assert.equal(presenceText([entry("Alice", "viewing"), entry("Bob", "editing")]), "Bob is editing · Alice is viewing");
+  assert.equal(presenceText([entry("Alice", "viewing"), entry("Alice", "editing")]), "Alice is editing");
+  assert.equal(presenceText([entry("", "viewing")]), "someone is viewing");
 });

@@ -1,0 +1,2 @@
+-- Undo presence_v1.sql.
+DROP TABLE rowcast.presence;

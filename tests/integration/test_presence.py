@@ -1,0 +1,266 @@
+"""Presence over real sockets on a real Postgres (issue 18): who views or edits which row.
+
+In-process notifiers for the protocol, scope and limits; two `rowcast notifier` processes on one
+database for presence across replicas, and a killed one for expiry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from typing import Any
+
+import psycopg
+import pytest
+
+from notifier.app import create_app
+from rowcast.auth import issue_token
+from tests.servers import WsClient, rowcast_server, serve, settings_for, wait_healthy, ws_connect
+
+AConn = psycopg.AsyncConnection[tuple[Any, ...]]
+SECRET = "presence-secret-" + "k" * 32
+
+
+def is_presence(frame: dict[str, Any]) -> bool:
+    return frame["type"] == "presence"
+
+
+async def add_book(conn: AConn, title: str, owner: str | None = None) -> int:
+    cur = await conn.execute("INSERT INTO books (title, owner) VALUES (%s, %s) RETURNING id", (title, owner))
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def quiet(client: WsClient, seconds: float) -> list[dict[str, Any]]:
+    """Every presence frame that arrives within `seconds` (none expected, usually)."""
+    got: list[dict[str, Any]] = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            frame = await client.recv(left)
+        except TimeoutError:
+            break
+        if is_presence(frame):
+            got.append(frame)
+    return got
+
+
+@pytest.fixture
+async def notifier(db_url: str) -> AsyncIterator[str]:
+    async with serve(create_app(settings_for(db_url, max_presence_rows=3))) as base:
+        await wait_healthy(base)
+        yield base
+
+
+@pytest.fixture
+async def token_notifier(db_url: str) -> AsyncIterator[str]:
+    async with serve(create_app(settings_for(db_url, auth="token", jwt_secret=SECRET))) as base:
+        await wait_healthy(base)
+        yield base
+
+
+async def test_presence_reaches_another_socket_and_goes_when_it_closes(notifier: str, aconn: AConn) -> None:
+    book = await add_book(aconn, "Dune")
+    async with ws_connect(notifier) as viewer:
+        await viewer.subscribe("v")
+        async with ws_connect(notifier) as editor:
+            await editor.subscribe("e")
+            started = time.monotonic()
+            await editor.send(
+                type="presence", ref="e", pk={"id": book}, state="editing", name="Ann\n\x00 Lee"
+            )
+            seen = await viewer.until(is_presence, timeout=1.0)
+            assert time.monotonic() - started < 1.0
+            assert seen["ref"] == "v" and seen["pk"] == {"id": book} and seen["state"] == "editing"
+            assert seen["who"] == "Ann Lee" and seen["schema"] == "public" and seen["table"] == "books"
+            assert isinstance(seen["session"], str) and seen["since"]
+            assert await quiet(editor, 0.8) == [], "a socket is never told of its own presence"
+        started = time.monotonic()
+        gone = await viewer.until(is_presence, timeout=5.0)
+    assert gone["state"] is None and gone["session"] == seen["session"] and gone["pk"] == {"id": book}
+    assert time.monotonic() - started < 2.0
+
+
+async def test_a_new_subscription_gets_the_presence_already_there(notifier: str, aconn: AConn) -> None:
+    book = await add_book(aconn, "Emma")
+    async with ws_connect(notifier) as editor, ws_connect(notifier) as late:
+        await editor.subscribe("e")
+        await editor.send(type="presence", ref="e", pk={"id": book}, state="viewing", name="Bo")
+        await asyncio.sleep(0.8)
+        assert (await late.subscribe("l"))["type"] == "subscribed"
+        seen = await late.until(is_presence, timeout=2.0)
+        assert (seen["ref"], seen["who"], seen["state"]) == ("l", "Bo", "viewing")
+        await editor.send(type="presence", ref="e", pk={"id": book}, state=None)
+        gone = await late.until(is_presence, timeout=2.0)
+    assert gone["state"] is None
+
+
+async def test_limits_and_bad_frames_answer_with_presence_errors(notifier: str) -> None:
+    async with ws_connect(notifier) as client:
+        await client.subscribe("s")
+        for key in (1, 2, 3):
+            await client.send(type="presence", ref="s", pk={"id": key}, state="viewing")
+        await client.send(type="presence", ref="s", pk={"id": 4}, state="viewing")
+        error = await client.until(lambda f: f["type"] == "error", timeout=2.0)
+        assert (error["code"], error["about"], error["ref"]) == ("too_many_presence_rows", "presence", "s")
+        # Withdrawing one frees its place; changing the state of an announced row is no new row.
+        await client.send(type="presence", ref="s", pk={"id": 1}, state=None)
+        await client.send(type="presence", ref="s", pk={"id": 2}, state="editing")
+        await client.send(type="presence", ref="s", pk={"id": 4}, state="viewing")
+        for frame in (
+            {"ref": "s", "pk": {"nope": 1}, "state": "viewing"},
+            {"ref": "s", "pk": {"id": 1}, "state": "typing"},
+            {"ref": "s", "pk": {"id": [1]}, "state": "viewing"},
+        ):
+            await client.send(type="presence", **frame)
+            error = await client.until(lambda f: f["type"] == "error", timeout=2.0)
+            assert (error["code"], error["about"]) == ("bad_frame", "presence"), frame
+        await client.send(type="presence", ref="zz", pk={"id": 1}, state="viewing")
+        error = await client.until(lambda f: f["type"] == "error", timeout=2.0)
+        assert error["code"] == "unknown_ref"
+        # The subscription went on through all of it.
+        await client.send(type="ping")
+        assert (await client.until(lambda f: f["type"] in ("pong", "error"), timeout=2.0))["type"] == "pong"
+
+
+async def test_presence_is_neither_notified_nor_logged(notifier: str, aconn: AConn, db_url: str) -> None:
+    """Presence never rides the public NOTIFY channel and never enters the change log."""
+    book = await add_book(aconn, "Kim")
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as listener:
+        await listener.execute("LISTEN rowcast")
+        before = await (await aconn.execute("SELECT count(*) FROM rowcast.changes")).fetchone()
+        async with ws_connect(notifier) as viewer, ws_connect(notifier) as editor:
+            await viewer.subscribe("v")
+            await editor.subscribe("e")
+            await editor.send(type="presence", ref="e", pk={"id": book}, state="editing")
+            await viewer.until(is_presence, timeout=2.0)
+        heard = []
+        async for note in listener.notifies(timeout=0.5):
+            heard.append(note)
+        after = await (await aconn.execute("SELECT count(*) FROM rowcast.changes")).fetchone()
+    assert heard == [] and before == after
+
+
+def scoped(sub: str, owner: str) -> str:
+    return issue_token(SECRET, sub, read=["books"], write=["books"], scopes=[f"books.owner={owner}"])
+
+
+async def test_a_token_scoped_to_alice_sees_no_presence_on_bobs_rows(
+    token_notifier: str, aconn: AConn
+) -> None:
+    alices = await add_book(aconn, "Alice's", owner="alice")
+    bobs = await add_book(aconn, "Bob's", owner="bob")
+    editor_token = issue_token(SECRET, "carol", read=["books"])  # unscoped: sees both rows
+    alice_token = scoped("alice", "alice")
+    async with (
+        ws_connect(token_notifier, headers={"Authorization": f"Bearer {alice_token}"}) as alice,
+        ws_connect(token_notifier, headers={"Authorization": f"Bearer {editor_token}"}) as carol,
+    ):
+        assert (await alice.subscribe("a"))["type"] == "subscribed"
+        assert (await carol.subscribe("c"))["type"] == "subscribed"
+        await carol.send(type="presence", ref="c", pk={"id": bobs}, state="editing", name="mallory")
+        await carol.send(type="presence", ref="c", pk={"id": alices}, state="viewing", name="mallory")
+        seen = await alice.until(is_presence, timeout=2.0)
+        # Only alice's row, under the token's subject, never the name the client sent.
+        assert (seen["pk"], seen["who"], seen["state"]) == ({"id": alices}, "carol", "viewing")
+        assert await quiet(alice, 1.2) == []
+        # Alice may not announce a row outside her scope either.
+        await alice.send(type="presence", ref="a", pk={"id": bobs}, state="viewing")
+        error = await alice.until(lambda f: f["type"] == "error", timeout=2.0)
+        assert (error["code"], error["about"]) == ("forbidden", "presence")
+        # A row of hers that the log has never seen (no image) is outside too: fail closed.
+        await alice.send(type="presence", ref="a", pk={"id": 999_999}, state="viewing")
+        error = await alice.until(lambda f: f["type"] == "error", timeout=2.0)
+        assert error["code"] == "forbidden"
+        await carol.send(type="presence", ref="c", pk={"id": bobs}, state=None)
+        assert await quiet(alice, 1.0) == [], "not even the withdrawal of presence on bob's row"
+
+
+async def test_presence_crosses_two_notifier_processes_and_expires_when_one_dies(
+    db_url: str, aconn: AConn
+) -> None:
+    book = await add_book(aconn, "Ubik")
+    env = {"ROWCAST_AUTH": "open"}
+    async with AsyncExitStack() as stack:
+        first = await stack.enter_async_context(rowcast_server("notifier", db_url, env))
+        second = await stack.enter_async_context(rowcast_server("notifier", db_url, env))
+        viewer = await stack.enter_async_context(ws_connect(second.base))
+        await viewer.subscribe("v")
+        async with ws_connect(first.base) as editor:
+            await editor.subscribe("e")
+            await editor.send(type="presence", ref="e", pk={"id": book}, state="editing", name="Ann")
+            seen = await viewer.until(is_presence, timeout=2.0)
+            assert (seen["who"], seen["state"]) == ("Ann", "editing")
+        gone = await viewer.until(is_presence, timeout=3.0)
+        assert gone["state"] is None, "a closed socket's presence goes at once, across processes"
+
+        # A notifier that dies cleans nothing up: its presence expires.
+        editor = await stack.enter_async_context(ws_connect(first.base))
+        await editor.subscribe("e")
+        await editor.send(type="presence", ref="e", pk={"id": book}, state="viewing", name="Ann")
+        await viewer.until(lambda f: is_presence(f) and f["state"] == "viewing", timeout=2.0)
+        first.process.kill()
+        started = time.monotonic()
+        gone = await viewer.until(is_presence, timeout=8.0)
+    assert gone["state"] is None and time.monotonic() - started < 7.0
+
+
+async def test_the_python_client_announces_and_hears_presence(notifier: str, aconn: AConn) -> None:
+    from rowcast.client import Presence, subscribe
+
+    book = await add_book(aconn, "Solaris")
+    heard: list[list[Any]] = []
+    presence = Presence(name="Py", on_change=heard.append)
+    await presence.announce({"id": book}, "editing")  # before connecting: sent once subscribed
+    statuses: list[str] = []
+
+    async def consume() -> None:
+        async for _ in subscribe(
+            notifier, "books", presence=presence, on_status=lambda s, c: statuses.append(s)
+        ):
+            pass
+
+    task = asyncio.create_task(consume())
+    try:
+        async with ws_connect(notifier) as other:
+            await other.subscribe("o")
+            seen = await other.until(is_presence, timeout=3.0)
+            assert (seen["who"], seen["state"], seen["pk"]) == ("Py", "editing", {"id": book})
+            await other.send(type="presence", ref="o", pk={"id": book}, state="viewing", name="Raw")
+            async with asyncio.timeout(2.0):
+                while not presence.others({"id": book}):
+                    await asyncio.sleep(0.02)
+            (entry,) = presence.others({"id": book})
+            assert (entry.who, entry.state) == ("Raw", "viewing") and heard
+            await presence.announce({"id": book}, None)
+            gone = await other.until(is_presence, timeout=2.0)
+            assert gone["state"] is None
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert "live" in statuses
+
+
+async def test_presence_follows_a_row_out_of_and_back_into_a_scoped_view(
+    token_notifier: str, aconn: AConn
+) -> None:
+    book = await add_book(aconn, "Moving", owner="alice")
+    alice_token = scoped("alice", "alice")
+    carol_token = issue_token(SECRET, "carol", read=["books"])
+    async with (
+        ws_connect(token_notifier, headers={"Authorization": f"Bearer {alice_token}"}) as alice,
+        ws_connect(token_notifier, headers={"Authorization": f"Bearer {carol_token}"}) as carol,
+    ):
+        await alice.subscribe("a")
+        await carol.subscribe("c")
+        await carol.send(type="presence", ref="c", pk={"id": book}, state="editing")
+        assert (await alice.until(is_presence, timeout=2.0))["state"] == "editing"
+        await aconn.execute("UPDATE books SET owner = 'bob' WHERE id = %s", (book,))
+        gone = await alice.until(is_presence, timeout=2.0)
+        assert gone["state"] is None and gone["pk"] == {"id": book}
+        await aconn.execute("UPDATE books SET owner = 'alice' WHERE id = %s", (book,))
+        back = await alice.until(is_presence, timeout=2.0)
+        assert (back["state"], back["who"]) == ("editing", "carol")

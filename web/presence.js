@@ -1,0 +1,66 @@
+// Presence bookkeeping of one subscription (docs/PROTOCOL.md "Presence"): what this page
+// announces (kept, so it is announced again on every new socket) and who else is there (rebuilt
+// from the server's frames after each `subscribed`). Pure: no I/O, testable under node --test.
+
+import { canonicalJson } from "./protocol.js";
+
+export const PRESENCE_STATES = ["viewing", "editing"];
+
+/** The wire frame announcing `state` (or null: withdrawn) on the row `pk` of subscription `ref`. */
+export function presenceFrame(ref, pk, state, name) {
+  const frame = { type: "presence", ref, pk, state: state ?? null };
+  if (name) frame.name = name;
+  return frame;
+}
+
+export class PresenceBook {
+  constructor() {
+    this.mine = new Map(); // canonical pk -> {pk, state}
+    this.others = new Map(); // session \0 canonical pk -> entry
+  }
+
+  /** Remember an announcement; returns false when it changes nothing (no frame needed). */
+  announce(pk, state) {
+    if (state !== null && state !== undefined && !PRESENCE_STATES.includes(state)) {
+      throw new TypeError(`presence state must be one of ${PRESENCE_STATES.join(", ")} or null`);
+    }
+    const key = canonicalJson(pk);
+    const before = this.mine.get(key)?.state ?? null;
+    if (state === null || state === undefined) this.mine.delete(key);
+    else this.mine.set(key, { pk, state });
+    return before !== (state ?? null);
+  }
+
+  /** Everything this page announces, to send again on a new socket. */
+  announced() {
+    return [...this.mine.values()];
+  }
+
+  /** Apply a server `presence` frame; returns true when the list changed. */
+  apply(frame) {
+    if (!frame || typeof frame.session !== "string" || !frame.pk) return false;
+    const key = `${frame.session}\u0000${canonicalJson(frame.pk)}`;
+    if (frame.state === null || frame.state === undefined) return this.others.delete(key);
+    const entry = { pk: frame.pk, who: String(frame.who ?? ""), session: frame.session, state: frame.state, since: frame.since ?? null };
+    this.others.set(key, entry);
+    return true;
+  }
+
+  /** Forget who else is there (a new socket, or a new subscription, rebuilds it). */
+  clear() {
+    const had = this.others.size > 0;
+    this.others.clear();
+    return had;
+  }
+
+  /** Who else is there: [{pk, who, session, state, since}], oldest first. */
+  list() {
+    return [...this.others.values()].sort((a, b) => String(a.since).localeCompare(String(b.since)));
+  }
+
+  /** The entries on one row. */
+  on(pk) {
+    const key = canonicalJson(pk);
+    return this.list().filter((entry) => canonicalJson(entry.pk) === key);
+  }
+}
