@@ -1,15 +1,24 @@
 """rowcast installed beside an application in the application's database (issue 16).
 
 `rowcast migrate` installs only the schema rowcast, keeps its Alembic history there, leaves public
-and the app's own Alembic history alone, and refuses what it cannot do in one line.
+and the app's own Alembic history alone, refuses what it cannot do in one line, and the README's
+"Use your own Postgres" steps run as written on a database that already holds an Alembic app.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import queue
+import re
+import signal
 import subprocess
 import textwrap
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -18,8 +27,10 @@ from alembic.config import Config
 
 from db import demo, migrate
 from db.urls import sqlalchemy_url
-from tests.integration.test_cli import rowcast
+from rowcast.embedded import binary
+from tests.integration.test_cli import ROWCAST, rowcast
 from tests.pg import ROLE_PASSWORD, Server, as_role, install_roles
+from tests.servers import free_port, wait_healthy
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -256,3 +267,161 @@ def test_a_database_owner_without_superuser_is_told_what_it_needs(owner_db: tupl
         conn.execute("SELECT rowcast.enable_capture('orders')")
         conn.execute("INSERT INTO orders VALUES (1)")
         assert conn.execute("SELECT count(*) FROM rowcast.changes").fetchone() == (1,)
+
+
+# -- the README's "Use your own Postgres", line by line ------------------------------------------
+
+README = (Path(__file__).parents[2] / "README.md").read_text()
+SECTION = README.split("\n## Use your own Postgres\n", 1)[1].split("\n## ", 1)[0]
+(STEPS_BLOCK,) = re.findall(r"^```sh\n(.*?)^```", SECTION, re.M | re.S)
+STEPS = [line for line in STEPS_BLOCK.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_the_readme_steps_are_the_ones_this_file_follows() -> None:
+    assert [s.split()[0] for s in STEPS] == [
+        "export", "export", "export", "rowcast", "psql", "rowcast", "rowcast",
+        "export", "DATABASE_URL=$NOTIFIER_URL", "rowcast", "export", "rowcast",
+    ]  # fmt: skip
+    assert STEPS[-1].startswith("rowcast tail orders --url http://127.0.0.1:8081")
+
+
+class Shell:
+    """Runs README lines with bash, as a reader pasting them would, keeping their exports."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.background: list[subprocess.Popen[str]] = []
+
+    def run(self, line: str) -> str:
+        if line.startswith("export "):
+            name = line.removeprefix("export ").split("=", 1)[0]
+            line = f'{line}; printf %s "${name}"'
+        result = subprocess.run(
+            ["bash", "-c", line], env=self.env, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert result.returncode == 0, (line, result.stdout, result.stderr)
+        if line.startswith("export "):
+            self.env[name] = result.stdout
+        return result.stdout
+
+    def start(self, line: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(  # a group of its own: stop() ends bash and what it started
+            ["bash", "-c", line.removesuffix("&").strip()],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.background.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        """SIGTERM to each group (as Ctrl-C would), SIGKILL for one that is still there after 20s."""
+        for proc in self.background:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.background:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+
+
+class Lines:
+    """A background process's output lines, read by threads, so waiting for one can time out."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.queues: dict[str, queue.Queue[str]] = {"stdout": queue.Queue(), "stderr": queue.Queue()}
+        self.seen: list[str] = []
+        for name, stream in (("stdout", proc.stdout), ("stderr", proc.stderr)):
+            threading.Thread(target=self._pump, args=(stream, self.queues[name]), daemon=True).start()
+
+    @staticmethod
+    def _pump(stream: Any, into: queue.Queue[str]) -> None:
+        for line in stream:
+            into.put(line.rstrip("\n"))
+
+    def until(self, wanted: Callable[[str], bool], stream: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.queues[stream].get(timeout=left)
+            except queue.Empty:
+                break
+            self.seen.append(line)
+            if wanted(line):
+                return line
+        raise AssertionError(f"no such line on {stream} within {timeout}s:\n" + "\n".join(self.seen))
+
+
+@pytest.fixture
+def shop(pg_server: Server, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The reader's situation: a database `shop`-like, owned by shop_owner (no superuser), with an
+    Alembic-managed app already in it. Yields the three URLs the README's exports name."""
+    admin_maint = pg_server.url(pg_server.maintenance_db)
+    with psycopg.connect(admin_maint, autocommit=True) as admin:
+        for role in ("shop_notifier", "shop_owner"):
+            admin.execute(f"DROP ROLE IF EXISTS {role}")
+        admin.execute(f"CREATE ROLE shop_owner LOGIN PASSWORD '{ROLE_PASSWORD}'")
+    try:
+        with pg_server.database(template=None) as url:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(f'ALTER DATABASE "{url.rsplit("/", 1)[1]}" OWNER TO shop_owner')
+            owner = as_role(url, "shop_owner")
+            App(tmp_path / "shop_app", owner).upgrade(APP_FIRST)
+            yield {
+                "ADMIN_URL": url,
+                "DATABASE_URL": owner,
+                "NOTIFIER_URL": as_role(url, "shop_notifier", "change-me"),
+                "APP_DIR": str(tmp_path / "shop_app"),
+            }
+    finally:
+        with psycopg.connect(admin_maint, autocommit=True) as admin:
+            for role in ("shop_notifier", "shop_owner"):
+                admin.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+@pytest.mark.timeout(180)
+def test_the_readme_steps_install_rowcast_beside_an_alembic_app(shop: dict[str, str]) -> None:
+    notifier_port, api_port = free_port(), free_port()
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "PG", "ROWCAST_"))}
+    path = os.pathsep.join([str(Path(ROWCAST).parent), str(binary("psql").parent), base.get("PATH", "")])
+    shell = Shell({**base, "PATH": path})
+    exports = {f"export {name}=": name for name in ("ADMIN_URL", "DATABASE_URL", "NOTIFIER_URL")}
+    tail: subprocess.Popen[str] | None = None
+    try:
+        for line in STEPS:
+            line = line.replace("8081", str(notifier_port)).replace("8082", str(api_port))
+            given = next((name for prefix, name in exports.items() if line.startswith(prefix)), None)
+            if given:  # the reader's own addresses instead of db.example.com
+                shell.env[given] = shop[given]
+            elif line.startswith("rowcast tail"):
+                tail = shell.start(line)
+            elif line.endswith("&"):
+                shell.start(line)
+            else:
+                shell.run(line)
+        assert tail is not None
+        lines = Lines(tail)
+        lines.until(lambda line: line.startswith("-- live"), "stderr")
+        with psycopg.connect(shop["DATABASE_URL"], autocommit=True) as conn:
+            conn.execute("INSERT INTO orders (item) VALUES ('from the README')")
+        change = lines.until(lambda line: " INSERT " in line, "stdout")
+        assert "orders" in change and "item='from the README'" in change, change
+        asyncio.run(wait_healthy(f"http://127.0.0.1:{api_port}/api"))  # the API answers too
+    finally:
+        shell.stop()
+
+    # The app's Alembic and rowcast's go on side by side, each with its own history.
+    app = App(Path(shop["APP_DIR"]).with_name("again"), shop["DATABASE_URL"])
+    app.upgrade("head")
+    assert rowcast("migrate", env={"DATABASE_URL": shop["DATABASE_URL"]}).returncode == 0
+    with psycopg.connect(shop["ADMIN_URL"], autocommit=True) as conn:
+        assert history(conn, "public") == [APP_SECOND]
+        assert history(conn, "rowcast") == ["0005"]
+        assert public_tables(conn) == {"orders", "alembic_version"}
