@@ -401,6 +401,8 @@ def test_the_readme_steps_install_rowcast_beside_an_alembic_app(shop: dict[str, 
             if given:  # the reader's own addresses instead of db.example.com
                 shell.env[given] = shop[given]
             elif line.startswith("rowcast tail"):
+                # As a reader would, once the notifier is up (tail gives up after 10s of silence).
+                asyncio.run(wait_healthy(f"http://127.0.0.1:{notifier_port}", timeout=60))
                 tail = shell.start(line)
             elif line.endswith("&"):
                 shell.start(line)
