@@ -27,7 +27,7 @@ from alembic.config import Config
 
 from db import demo, migrate
 from db.urls import sqlalchemy_url
-from rowcast.embedded import binary
+from rowcast.embedded import EmbeddedPostgres, binary
 from tests.integration.test_cli import ROWCAST, rowcast
 from tests.pg import ROLE_PASSWORD, Server, as_role, install_roles
 from tests.servers import free_port, wait_healthy
@@ -267,6 +267,33 @@ def test_a_database_owner_without_superuser_is_told_what_it_needs(owner_db: tupl
         conn.execute("SELECT rowcast.enable_capture('orders')")
         conn.execute("INSERT INTO orders VALUES (1)")
         assert conn.execute("SELECT count(*) FROM rowcast.changes").fetchone() == (1,)
+
+
+@pytest.mark.timeout(180)
+def test_on_a_server_without_the_roles_a_plain_owner_is_told_who_creates_them(pg_tmp: Path) -> None:
+    """A server of its own: the shared one already has the roles (cluster-wide)."""
+    server = EmbeddedPostgres(pg_tmp / "pg")
+    server.start()
+    try:
+        with psycopg.connect(server.url(), autocommit=True) as admin:
+            admin.execute(f"CREATE ROLE plain_owner LOGIN PASSWORD '{ROLE_PASSWORD}'")
+            admin.execute("CREATE DATABASE shop OWNER plain_owner")
+        admin_url = server.url("shop")
+        owner = as_role(admin_url, "plain_owner")
+        line = one_line(rowcast("migrate", env={"DATABASE_URL": owner}), 2)
+        assert line == (
+            "rowcast: rowcast's roles do not exist on this server (rowcast_capture, rowcast_notifier, "
+            "rowcast_app): a superuser (or a role with CREATEROLE) creates them once with "
+            "`rowcast roles install --owner plain_owner` (or runs `rowcast migrate --roles`)"
+        )
+        installed = rowcast("roles", "install", "--owner", "plain_owner", env={"DATABASE_URL": admin_url})
+        assert installed.stdout.startswith("created cluster-wide roles"), installed.stderr
+        migrated = rowcast("migrate", env={"DATABASE_URL": owner})
+        assert migrated.returncode == 0, migrated.stderr
+        with psycopg.connect(owner) as conn:
+            assert history(conn, "rowcast") == ["0005"] and public_tables(conn) == set()
+    finally:
+        server.destroy()
 
 
 # -- the README's "Use your own Postgres", line by line ------------------------------------------
