@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 #
 # One image for every rowcast service; the subcommand picks the role:
-#   docker run rowcast migrate            run Alembic migrations and exit
+#   docker run rowcast migrate            install/upgrade the schema rowcast (only) and exit
 #   docker run rowcast api ...            REST API under /api and the web page at /
 #   docker run rowcast notifier ...       WebSocket /ws, SSE /sse, long-poll /changes
 #   docker run -p 8080:8080 rowcast up    everything in one process (embedded Postgres when no

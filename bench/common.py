@@ -145,8 +145,8 @@ class Database:
 
 @contextlib.contextmanager
 def database(extra_conf: str = "") -> Iterator[Database]:
-    """A fresh embedded Postgres with rowcast migrated; stopped and deleted on exit."""
-    from db import migrate
+    """A fresh embedded Postgres with rowcast's roles and schema; stopped and deleted on exit."""
+    from db import migrate, roles
 
     tmp = Path(tempfile.mkdtemp(prefix="rowcast-bench-"))
     tmp.chmod(0o755)  # as root the server runs as its own user, which must reach its data dir
@@ -158,6 +158,8 @@ def database(extra_conf: str = "") -> Iterator[Database]:
                 conf.write("\n# rowcast bench\n" + extra_conf + "\n")
             server.restart()
         url = server.url()
+        with psycopg.connect(url, autocommit=True) as conn:
+            roles.install(conn)
         migrate.upgrade(url)
         yield Database(url, server, tmp)
     finally:

@@ -29,3 +29,17 @@ def function(name: str, signature: str, *, replace: bool = True) -> str:
     if replace and text.startswith("CREATE FUNCTION"):
         text = "CREATE OR REPLACE FUNCTION" + text.removeprefix("CREATE FUNCTION")
     return text + "\n"
+
+
+def without(name: str, *lines: str) -> str:
+    """A shipped file with some of its lines left out, each of which must be there.
+
+    For a revision that runs a frozen file on a database that lacks what those lines name (the
+    demo tables, which new installations no longer get), without keeping a second copy of it.
+    """
+    kept = read(name).splitlines()
+    for line in lines:
+        if line not in kept:
+            raise ValueError(f"{name} has no line {line!r}")
+        kept.remove(line)
+    return "\n".join(kept) + "\n"

@@ -11,3 +11,12 @@ def sqlalchemy_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     raise ValueError(f"not a postgresql:// URL: {url.split('@')[-1]!r}")
+
+
+def libpq_url(url: str) -> str:
+    """The same address for psycopg itself (`url` may be spelled for SQLAlchemy)."""
+    return (
+        "postgresql://" + url.removeprefix("postgresql+psycopg://")
+        if url.startswith("postgresql+psycopg://")
+        else url
+    )

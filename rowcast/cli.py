@@ -112,17 +112,63 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, auth="open")
     url = resolve_url(settings)
     connect_supported(url, "rowcast-migrate")  # one line if not, before Alembic's traceback could
+    if args.roles:
+        _install_roles(settings, owner=None)
     with migration_errors():
         if args.downgrade:
-            migrate.downgrade(url, args.downgrade)
+            _say(migrate.downgrade(url, args.downgrade))
             print(f"downgraded to {args.downgrade}")
             return 0
-        migrate.upgrade(url, args.revision)
-    print(f"migrated to {args.revision}")
+        _say(migrate.upgrade(url, args.revision))
+    print(f"migrated to {args.revision}: {MIGRATE_SCOPE}")
     if os.environ.get("ROWCAST_WAKE_MODE"):
         with _connect(settings) as conn:
             print(conn.execute("SELECT rowcast.set_wake_mode(%s)", (settings.wake_mode,)).fetchone()[0])
     return 0
+
+
+MIGRATE_SCOPE = (
+    "schema rowcast only, its history in rowcast.alembic_version; nothing in public, no demo tables "
+    "(rowcast demo install), roles used but not created (rowcast roles install)"
+)
+
+
+def _say(notes: list[str]) -> None:
+    for note in notes:
+        print(note)
+
+
+def _install_roles(settings: Settings, owner: str | None) -> None:
+    from db import roles
+
+    with _connect(settings) as conn:
+        print(roles.describe(roles.install(conn, owner)))
+
+
+def cmd_roles(args: argparse.Namespace) -> int:
+    """Roles are cluster-wide, so they are their own step, run by whoever may create roles."""
+    _install_roles(settings_from_args(args, auth="open"), args.owner)
+    if args.owner:
+        print(f"{args.owner} may now run `rowcast migrate` (member of rowcast_capture WITH ADMIN OPTION)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from db import demo
+
+    with _connect(settings_from_args(args, auth="open")) as conn:
+        if args.action == "install":
+            created = demo.install(conn)
+            print(
+                f"demo: {_listed('created', created) or 'tables already there'}; books and authors captured"
+            )
+        else:
+            print(f"demo: {_listed('dropped', demo.remove(conn)) or 'no demo tables to drop'}")
+    return 0
+
+
+def _listed(done: str, tables: list[str]) -> str:
+    return f"{done} " + ", ".join(f"public.{t}" for t in tables) if tables else ""
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
@@ -240,6 +286,24 @@ def add_db_command(sub: Any) -> None:
             action.add_argument("psql_args", nargs="*", metavar="-- PSQL_ARG", help="arguments for psql")
 
 
+DEMO_HELP = {
+    "install": ("create the demo tables public.books and public.authors and capture them (idempotent)", ""),
+    "remove": ("drop the demo tables, their rows and their capture", ""),
+}
+
+
+def add_demo_command(sub: Any) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="install or remove the demo tables books and authors",
+        description="The demo tables the live page shows; `rowcast migrate` never creates them. "
+        "Exit status 2 when a table of that name exists and is not the demo's.",
+    )
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, (summary, details) in DEMO_HELP.items():
+        add_db_flags(command(actions, name, cmd_demo, summary, details))
+
+
 def add_capture_command(sub: Any) -> None:
     p = sub.add_parser(
         "capture",
@@ -273,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
         "migrate",
         cmd_migrate,
         "upgrade rowcast's schema in the database (Alembic), to the latest or to REVISION",
-        "Exit status 2 for an unknown revision.",
+        "Installs only the schema rowcast (its Alembic history is rowcast.alembic_version, apart from "
+        "your app's): nothing in public, no demo tables. Needs rowcast's roles (rowcast roles install "
+        "or --roles). Exit status 2 for an unknown revision, a conflict or missing roles or rights.",
     )
     p.add_argument(
         "revision",
@@ -282,7 +348,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="Alembic revision to upgrade to (default: head, the latest)",
     )
     p.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION instead (e.g. base)")
+    p.add_argument(
+        "--roles",
+        action="store_true",
+        help="first create rowcast's cluster-wide roles if missing (as `rowcast roles install`)",
+    )
     add_db_flags(p)
+
+    p = command(
+        sub,
+        "roles",
+        cmd_roles,
+        "create rowcast's roles once per Postgres server (rowcast_capture, rowcast_notifier, rowcast_app)",
+        "Roles are cluster-wide: run it as a superuser or a role with CREATEROLE. Idempotent. "
+        "--owner ROLE lets that login (no superuser) run `rowcast migrate`.",
+    )
+    p.add_argument("action", choices=["install"], help="install: create the roles that are missing")
+    p.add_argument("--owner", metavar="ROLE", help="the login that will run `rowcast migrate`")
+    add_db_flags(p)
+
+    add_demo_command(sub)
 
     add_capture_command(sub)
 

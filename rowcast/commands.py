@@ -172,22 +172,28 @@ def _left_running(settings: Settings, started_embedded: bool) -> str:
 
 
 def _serve_up(settings: Settings, demo: bool) -> int:
-    """Migrate, capture the demo tables, and serve until stopped, on `settings.database_url`."""
-    from db import capture, migrate
-    from db.models import DEMO_TABLES
+    """The quick start: roles, migrations and the demo tables, then serve until stopped, on
+    `settings.database_url`. Each step that creates something says so."""
+    from db import demo as demo_tables
+    from db import migrate, roles
     from rowcast import workers
     from rowcast.database import connect, connect_supported, migration_errors
 
     url = settings.database_url or ""
     connect_supported(url, "rowcast-up")  # one line if not, before Alembic's traceback could
+    with connect(url, "rowcast-up") as conn:
+        created = roles.install(conn)
+        if created:
+            print(roles.describe(created))
     with migration_errors():
-        migrate.upgrade(url)
+        for note in migrate.upgrade(url):
+            print(note)
     with connect(url, "rowcast-up") as conn:
         if os.environ.get("ROWCAST_WAKE_MODE"):
             conn.execute("SELECT rowcast.set_wake_mode(%s)", (settings.wake_mode,))
-        for table in DEMO_TABLES:
-            if not capture.status(conn, table)[0].ok:
-                capture.enable(conn, table)
+        made = demo_tables.install(conn)
+        if made:
+            print(f"demo: created {', '.join('public.' + t for t in made)} (rowcast demo remove drops them)")
         if demo:
             _seed(conn)
     return workers.serve("rowcast.server:create_app", settings, lambda: _up_banner(settings))
@@ -429,7 +435,8 @@ def register(sub: Any) -> None:
         "up",
         cmd_up,
         "run api + notifier + web page on one port (embedded Postgres if none)",
-        "Migrates the database, captures the demo tables and prints the page URL and a psql line. "
+        "Creates rowcast's roles if missing, migrates, installs and captures the demo tables "
+        "books and authors (rowcast demo install), and prints the page URL and a psql line. "
         "Auth is open unless ROWCAST_AUTH=token. Ctrl-C or SIGTERM stops it (exit status 0).",
     )
     _serve_flags(p)

@@ -12,8 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from db import migrate
-from tests.pg import Server, test_server
+from tests.pg import Server, install_roles, install_with_demo, test_server
 
 # Fixtures that start a private embedded Postgres whatever ROWCAST_TEST_DSN says: a test using
 # one runs the same on every pass, so the pass against an existing server skips it.
@@ -58,6 +57,7 @@ def pg_tmp() -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def pg_server(tmp_root: Path) -> Iterator[Server]:
     server = test_server(tmp_root)
+    install_roles(server.url(server.maintenance_db))  # once per server, as a DBA would
     yield server
     if server.embedded is not None:
         server.embedded.destroy()
@@ -65,11 +65,12 @@ def pg_server(tmp_root: Path) -> Iterator[Server]:
 
 @pytest.fixture(scope="session")
 def template_db(pg_server: Server) -> Iterator[str]:
-    """A database migrated to Alembic head, marked as template; every test clones it."""
+    """A database migrated to Alembic head with the demo tables installed, marked as template;
+    every test clones it."""
     name = f"rowcast_tmpl_{uuid.uuid4().hex[:10]}"
     janitor = pg_server.janitor(name, as_template=False)
     janitor.init()
-    migrate.upgrade(pg_server.url(name))
+    install_with_demo(pg_server.url(name))
     with psycopg.connect(pg_server.url(pg_server.maintenance_db), autocommit=True) as conn:
         conn.execute(f'ALTER DATABASE "{name}" WITH is_template true')
     janitor.as_template = True

@@ -97,3 +97,22 @@ def as_role(url: str, role: str, password: str = ROLE_PASSWORD) -> str:
     """`url`'s server and database, logged in as another role (a URL, as DATABASE_URL takes)."""
     info = conninfo_to_dict(url)
     return f"postgresql://{role}:{password}@{info.get('host', '127.0.0.1')}:{info.get('port', 5432)}/{info['dbname']}"
+
+
+def install_roles(url: str) -> None:
+    """rowcast's cluster-wide roles: the explicit step a DBA takes once per server."""
+    from db import roles
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        roles.install(conn)
+
+
+def install_with_demo(url: str) -> None:
+    """What `rowcast up` does to a database: roles, migrations, then the demo tables (which tests
+    rely on), each as its own explicit step."""
+    from db import demo, migrate
+
+    install_roles(url)
+    migrate.upgrade(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        demo.install(conn)

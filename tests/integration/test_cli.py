@@ -45,7 +45,17 @@ def test_embedded_database_lifecycle_start_status_url_psql_stop(pg_tmp: Path) ->
             assert conn.execute("SELECT current_database()").fetchone() == ("rowcast",)
         psql = rowcast("db", "psql", "--", "-At", "-c", "SELECT 40 + 2", env=env)
         assert psql.returncode == 0 and psql.stdout.strip() == "42", psql.stderr
-        assert rowcast("migrate", env=env).returncode == 0
+        no_roles = rowcast("migrate", env=env)  # a fresh server: roles are an explicit step
+        assert no_roles.returncode == 2 and no_roles.stderr.strip() == (
+            "rowcast: rowcast's roles do not exist on this server (rowcast_capture, rowcast_notifier, "
+            "rowcast_app): a superuser (or a role with CREATEROLE) creates them once with "
+            "`rowcast roles install` (or runs `rowcast migrate --roles`)"
+        )
+        migrated = rowcast("migrate", "--roles", env=env)
+        assert migrated.returncode == 0, migrated.stderr
+        assert migrated.stdout.startswith("created cluster-wide roles (NOLOGIN, for every database of this")
+        assert rowcast("capture", "list", env=env).stdout == ""  # migrate made no demo tables
+        assert rowcast("demo", "install", env=env).returncode == 0
         enabled = rowcast("capture", "list", env=env)
         assert "public.books\tok" in enabled.stdout
     finally:
@@ -67,7 +77,7 @@ def test_data_dir_flag_is_the_same_as_rowcast_data_dir_for_every_db_action(pg_tm
         assert (data / "pgdata" / "PG_VERSION").exists() and not (pg_tmp / "not-here").exists()
         running = rowcast("db", "status", *flag, env=elsewhere)
         assert running.returncode == 0 and f"embedded Postgres in {data}: running on" in running.stdout
-        assert rowcast("migrate", *flag, env=elsewhere).returncode == 0
+        assert rowcast("migrate", "--roles", *flag, env=elsewhere).returncode == 0
         listed = rowcast("capture", "list", *flag, env=elsewhere)
         assert listed.returncode == 0 and listed.stderr == "", listed.stderr
         psql = rowcast("db", "psql", *flag, "--", "-At", "-c", "SELECT 6 * 7", env=elsewhere)

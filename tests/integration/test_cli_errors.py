@@ -21,6 +21,9 @@ EVERY_COMMAND: list[tuple[str, ...]] = [
     ("api",),
     ("notifier",),
     ("migrate",),
+    ("roles", "install"),
+    ("demo", "install"),
+    ("demo", "remove"),
     ("capture", "enable", "books"),
     ("capture", "disable", "books"),
     ("capture", "list"),
@@ -40,7 +43,8 @@ EVERY_COMMAND: list[tuple[str, ...]] = [
 DATABASE_COMMANDS = [
     c
     for c in EVERY_COMMAND
-    if c[0] in ("up", "stack", "migrate", "capture", "wake-mode", "prune") or c[:2] == ("db", "psql")
+    if c[0] in ("up", "stack", "migrate", "roles", "demo", "capture", "wake-mode", "prune")
+    or c[:2] == ("db", "psql")
 ]
 
 
@@ -49,10 +53,10 @@ def _actions(parser: object) -> dict[str, object]:
 
 
 def test_the_list_names_every_subcommand_and_action() -> None:
-    listed = {c[0] if c[0] not in ("db", "capture") else c[:2] for c in EVERY_COMMAND}
+    listed = {c[0] if c[0] not in ("db", "capture", "demo") else c[:2] for c in EVERY_COMMAND}
     expected: set[object] = set()
     for name, sub in _actions(build_parser()).items():
-        if name in ("db", "capture"):
+        if name in ("db", "capture", "demo"):
             expected |= {(name, action) for action in _actions(sub)}
         else:
             expected.add(name)
@@ -78,7 +82,7 @@ def test_an_unknown_flag_is_one_usage_line_and_exit_2(pg_tmp: Path) -> None:
     for argv, result in zip(
         EVERY_COMMAND, run_all([(*c, "--bogus-flag") for c in EVERY_COMMAND], env), strict=True
     ):
-        prog = "rowcast " + " ".join(argv[:2] if argv[0] in ("db", "capture") else argv[:1])
+        prog = "rowcast " + " ".join(argv[:2] if argv[0] in ("db", "capture", "demo") else argv[:1])
         assert assert_one_line(result, 2) == (
             f"{prog}: unrecognized arguments: --bogus-flag (see {prog} --help)"
         )

@@ -375,8 +375,8 @@ async def test_a_writer_that_rang_before_the_queue_filled_still_commits(small_qu
 @pytest.fixture
 async def small_queue_server(pg_tmp: Any) -> AsyncIterator[str]:
     """A private Postgres 18 whose NOTIFY queue is 64 pages (512 kB)."""
-    from db import migrate
     from rowcast.embedded import EmbeddedPostgres
+    from tests.pg import install_with_demo
 
     server = EmbeddedPostgres(pg_tmp / "pg")
     server.start()
@@ -388,7 +388,7 @@ async def small_queue_server(pg_tmp: Any) -> AsyncIterator[str]:
             conn.execute("ALTER SYSTEM SET max_notify_queue_pages = 64")
         server.stop()
         server.start()
-        await asyncio.to_thread(migrate.upgrade, server.url())
+        await asyncio.to_thread(install_with_demo, server.url())
         yield server.url()
     finally:
         server.destroy()

@@ -13,10 +13,10 @@ import aiohttp
 import psycopg
 import pytest
 
-from db import migrate
 from notifier.app import create_app
 from rowcast.client import Change, RowRule, subscribe
 from rowcast.embedded import EmbeddedPostgres
+from tests.pg import install_with_demo
 from tests.servers import (
     Process,
     free_port,
@@ -153,7 +153,7 @@ def own_postgres(pg_tmp: Path) -> Iterator[EmbeddedPostgres]:
     """A private embedded server this test may restart."""
     server = EmbeddedPostgres(pg_tmp / "pg")
     server.start()
-    migrate.upgrade(server.url())
+    install_with_demo(server.url())
     yield server
     server.destroy()
 

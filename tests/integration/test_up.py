@@ -96,6 +96,9 @@ async def test_up_serves_the_page_and_a_psql_insert_reaches_a_websocket(data_dir
         banner = "\n".join(up.lines)
         assert "auth: open" in banner and "INSERT INTO books" in banner and "curl" in banner
         assert "seeded 4 demo books" in banner
+        # The quick start installs what `rowcast migrate` does not, and says so (issue 16).
+        assert "created cluster-wide roles (NOLOGIN, for every database of this server)" in banner
+        assert "demo: created public.books, public.authors (rowcast demo remove drops them)" in banner
         async with aiohttp.ClientSession() as http:
             async with http.get(up.base + "/") as resp:
                 assert resp.status == 200 and "text/html" in resp.headers["Content-Type"]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from db import migrate
 from rowcast.embedded import EmbeddedPostgres
+from tests.pg import install_with_demo
 
 SEED_KEY = pytest.StashKey[int]()
 
@@ -52,7 +52,7 @@ def own_postgres() -> Iterator[EmbeddedPostgres]:
     server = EmbeddedPostgres(path / "pg")
     try:
         server.start()
-        migrate.upgrade(server.url())
+        install_with_demo(server.url())
         yield server
     finally:
         server.destroy()

@@ -1,4 +1,8 @@
-"""rowcast capture v1, the demo tables books and authors, capture enabled on both.
+"""rowcast capture v1 (and, in installations made before issue 16, the demo tables books and authors).
+
+New installations no longer get the demo tables from a migration: `rowcast migrate` installs
+rowcast's own schema and nothing in `public`; `rowcast demo install` (and `rowcast up`) create
+books and authors. Existing installations keep theirs.
 
 Revision ID: 0001
 Revises:
@@ -6,7 +10,6 @@ Revises:
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from alembic import op
 
 from db import sqlfiles
@@ -16,7 +19,7 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-DEMO = ("books", "authors")
+DEMO = ("books", "authors")  # what 0001 created before issue 16
 
 
 def _raw(sql: str) -> None:
@@ -25,51 +28,28 @@ def _raw(sql: str) -> None:
     op.get_bind().connection.dbapi_connection.execute(sql)  # type: ignore[union-attr]
 
 
-def _versioned_columns() -> list[sa.Column[object]]:
-    return [
-        sa.Column("version", sa.Integer(), server_default="1", nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
-    ]
-
-
 def upgrade() -> None:
-    _raw(sqlfiles.read("capture_v1.sql"))
-    op.create_table(
-        "books",
-        sa.Column("id", sa.Integer(), sa.Identity(), nullable=False),
-        sa.Column("title", sa.String(300), nullable=False),
-        sa.Column("author", sa.String(200), server_default="", nullable=False),
-        sa.Column("num_pages", sa.Integer(), nullable=True),
-        sa.Column("owner", sa.String(100), nullable=True),
-        *_versioned_columns(),
-        sa.CheckConstraint(
-            "num_pages IS NULL OR num_pages BETWEEN 1 AND 100000", name=op.f("ck_books_num_pages_range")
-        ),
-        sa.CheckConstraint("length(title) BETWEEN 1 AND 300", name=op.f("ck_books_title_length")),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_books")),
+    # The schema already exists: env.py creates it first, to hold rowcast.alembic_version.
+    _raw(sqlfiles.without("capture_v1.sql", "CREATE SCHEMA rowcast;"))
+
+
+def _is_demo(table: str) -> bool:
+    """Whether public.<table> is rowcast's demo table (it has the demo's version trigger)."""
+    found = op.get_bind().exec_driver_sql(
+        "SELECT EXISTS (SELECT FROM pg_trigger WHERE tgrelid = to_regclass(%(t)s) AND tgname = %(n)s)",
+        {"t": f"public.{table}", "n": f"{table}_bump_version"},
     )
-    op.create_index(op.f("ix_books_owner"), "books", ["owner"])
-    op.create_table(
-        "authors",
-        sa.Column("id", sa.Integer(), sa.Identity(), nullable=False),
-        sa.Column("name", sa.String(200), nullable=False),
-        sa.Column("born", sa.Integer(), nullable=True),
-        sa.Column("owner", sa.String(100), nullable=True),
-        *_versioned_columns(),
-        sa.CheckConstraint("length(name) BETWEEN 1 AND 200", name=op.f("ck_authors_name_length")),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_authors")),
-    )
-    op.create_index(op.f("ix_authors_owner"), "authors", ["owner"])
-    for table in DEMO:
-        _raw(
-            f"CREATE TRIGGER {table}_bump_version BEFORE UPDATE ON public.{table} "
-            "FOR EACH ROW EXECUTE FUNCTION rowcast.bump_version_v1()"
-        )
-        _raw(f"SELECT rowcast.enable_capture('public.{table}')")
+    return bool(found.scalar())
 
 
 def downgrade() -> None:
+    # Uninstalling rowcast takes its demo tables along (as it always did), never a table of yours.
     for table in DEMO:
-        op.drop_table(table)
+        if _is_demo(table):
+            op.drop_table(table, schema="public")
+    # Everything in the schema goes, except the history Alembic is about to update: env.py drops
+    # the schema once that is empty.
+    _raw("CREATE SCHEMA rowcast_history_tmp")
+    _raw("ALTER TABLE rowcast.alembic_version SET SCHEMA rowcast_history_tmp")
     _raw("DROP SCHEMA rowcast CASCADE")
+    _raw("ALTER SCHEMA rowcast_history_tmp RENAME TO rowcast")

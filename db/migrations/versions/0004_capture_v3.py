@@ -20,8 +20,26 @@ def _raw(sql: str) -> None:
     op.get_bind().connection.dbapi_connection.execute(sql)  # type: ignore[union-attr]
 
 
+# Commenting on a role takes CREATEROLE up to Postgres 15 (ADMIN OPTION from 16). `rowcast roles
+# install` creates rowcast_capture with this very comment, so a database owner without CREATEROLE
+# can run the migration: the statement is left out when its effect is already there.
+_ROLE_COMMENT = "COMMENT ON ROLE rowcast_capture IS 'rowcast: owns the capture trigger; may only append to rowcast.changes';"
+
+
+def _role_already_commented() -> bool:
+    found = op.get_bind().exec_driver_sql(
+        "SELECT shobj_description(oid, 'pg_authid') = "
+        "'rowcast: owns the capture trigger; may only append to rowcast.changes' "
+        "FROM pg_roles WHERE rolname = 'rowcast_capture'"
+    )
+    return bool(found.scalar())
+
+
 def upgrade() -> None:
-    _raw(sqlfiles.read("capture_v3.sql"))
+    if _role_already_commented():
+        _raw(sqlfiles.without("capture_v3.sql", _ROLE_COMMENT))
+    else:
+        _raw(sqlfiles.read("capture_v3.sql"))
 
 
 def downgrade() -> None:
