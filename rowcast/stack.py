@@ -176,11 +176,14 @@ class Stack:
         argv = rowcast_argv(command, "--host", "127.0.0.1", "--port", str(port))
         return Child(name, argv, self.child_env(), f"http://127.0.0.1:{port}{health}")
 
-    def migrate(self) -> None:
-        """The one-shot migrate of compose: the servers start only after it succeeded."""
-        done = subprocess.run(rowcast_argv("migrate"), env=self.child_env(), check=False)
-        if done.returncode != 0:
-            raise RowcastError(f"rowcast migrate failed (exit status {done.returncode})")
+    def migrate(self, demo: bool) -> None:
+        """The one-shot migrate of compose (`migrate --roles`): the servers start only after it
+        succeeded. On the embedded Postgres the demo tables come too, as with `rowcast up`."""
+        steps = [("migrate", "--roles")] + ([("demo", "install")] if demo else [])
+        for step in steps:
+            done = subprocess.run(rowcast_argv(*step), env=self.child_env(), check=False)
+            if done.returncode != 0:
+                raise RowcastError(f"rowcast {' '.join(step)} failed (exit status {done.returncode})")
 
     def start_servers(self, api_port: int, notifier_ports: list[int]) -> None:
         self.children.append(self.server("api", "api", api_port, "/api/healthz"))
@@ -268,7 +271,7 @@ def auth_line(settings: Settings, prefix: Path, made_secret: bool) -> str:
     return f"auth: token, with a secret made for this run; a token: {how}"
 
 
-def run(settings: Settings, replicas: int, made_secret: bool) -> int:
+def run(settings: Settings, replicas: int, made_secret: bool, demo: bool = False) -> int:
     from rowcast.commands import check_port
     from rowcast.embedded import free_port
 
@@ -285,7 +288,7 @@ def run(settings: Settings, replicas: int, made_secret: bool) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        stack.migrate()
+        stack.migrate(demo)
         api_port, ports = free_port(), [free_port() for _ in range(replicas)]
         stack.start_servers(api_port, ports)
         conf = prefix / "nginx.conf"
@@ -327,7 +330,8 @@ def cmd_stack(args: argparse.Namespace) -> int:
     try:
         # One line if Postgres does not answer, before any process is started.
         connect_supported(url, "rowcast-stack")
-        code = run(settings.replace(database_url=url), args.replicas, made is not None)
+        demo = settings.database_url is None  # the embedded Postgres: a try-out, as `rowcast up`
+        code = run(settings.replace(database_url=url), args.replicas, made is not None, demo)
     finally:
         if started and not settings.keep_db:
             embedded(settings).stop()
