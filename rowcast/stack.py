@@ -271,9 +271,22 @@ def auth_line(settings: Settings, prefix: Path, made_secret: bool) -> str:
     return f"auth: token, with a secret made for this run; a token: {how}"
 
 
+def internal_ports(count: int, taken: set[int]) -> list[int]:
+    """Distinct free loopback ports for the servers behind nginx, never the public port: nginx
+    binds that one only after the servers started, so until then it looks free too (a replica
+    or the api once got it, and nginx then failed to bind)."""
+    from rowcast.embedded import free_port
+
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in taken and port not in ports:
+            ports.append(port)
+    return ports
+
+
 def run(settings: Settings, replicas: int, made_secret: bool, demo: bool = False) -> int:
     from rowcast.commands import check_port
-    from rowcast.embedded import free_port
 
     if replicas < 1:
         raise RowcastError("--replicas must be 1 or more")
@@ -289,7 +302,7 @@ def run(settings: Settings, replicas: int, made_secret: bool, demo: bool = False
     signal.signal(signal.SIGTERM, on_signal)
     try:
         stack.migrate(demo)
-        api_port, ports = free_port(), [free_port() for _ in range(replicas)]
+        api_port, *ports = internal_ports(replicas + 1, taken={settings.port})
         stack.start_servers(api_port, ports)
         conf = prefix / "nginx.conf"
         values = stack_values(f"{settings.host}:{settings.port}", api_port, ports, prefix)
