@@ -335,7 +335,7 @@ def test_without_live_updates_the_page_still_loads_and_saves_over_rest(
     (book,) = seed(db_url, "Loaded over REST")
     page = open_page("rest-only", init_script=blocked)
     expect(cell(page, book, "title")).to_have_text("Loaded over REST")
-    expect(page.locator("#status")).to_have_text("offline", timeout=15_000)
+    expect(page.locator("#status")).to_have_text("offline", timeout=40_000)
     expect(page.locator("#offline-note")).to_be_visible()
 
     add_book(page, "Saved over REST", "Offline Author", "10")
