@@ -236,7 +236,7 @@ async def test_workers_exit_when_the_supervisor_is_killed(db_url: str) -> None:
         children = await wait_until(lambda: len(parent.children()) == 2 and parent.children(), timeout=20)
         await wait_until(lambda: _listening(port), timeout=20)
         process.kill()
-        _, alive = await asyncio.to_thread(psutil.wait_procs, children, 10)
+        _, alive = await asyncio.to_thread(psutil.wait_procs, children, 30)
         assert not alive, "workers outlived their supervisor"
         assert not _listening(port)
     finally:
