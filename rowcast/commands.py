@@ -142,22 +142,12 @@ def cmd_notifier(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from rowcast.database import embedded, resolve_url
+    from rowcast.database import run_database
 
     settings = _settings(args, "open")
     check_port(settings.host, settings.port)
-    started_embedded = False
-    if settings.database_url is None:
-        server = embedded(settings)
-        started_embedded = server.start()
-        url = server.url()
-    else:
-        url = resolve_url(settings)
-    try:
+    with run_database(settings) as (url, started_embedded):
         code = _serve_up(settings.replace(database_url=url), args.demo)
-    finally:
-        if started_embedded and not settings.keep_db:
-            embedded(settings).stop()
     print(f"rowcast stopped{_left_running(settings, started_embedded)}", flush=True)
     return code
 

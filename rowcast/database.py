@@ -18,6 +18,25 @@ def embedded(settings: Settings) -> EmbeddedPostgres:
     return EmbeddedPostgres(settings.data_dir)
 
 
+@contextlib.contextmanager
+def run_database(settings: Settings) -> Iterator[tuple[str, bool]]:
+    """The database a serving command runs on: `DATABASE_URL` (or the PG* variables), else the
+    embedded Postgres, started here and stopped on exit unless `keep_db`.
+
+    Yields (url, started): whether this command started the embedded server.
+    """
+    if settings.database_url is not None:
+        yield resolve_url(settings), False
+        return
+    server = embedded(settings)
+    started = server.start()
+    try:
+        yield server.url(), started
+    finally:
+        if started and not settings.keep_db:
+            server.stop()
+
+
 def resolve_url(settings: Settings, *, start: bool = True) -> str:
     """The libpq URL to use; with no database configured, the embedded server (started if asked)."""
     if settings.database_url is not None:

@@ -329,25 +329,15 @@ def banner(settings: Settings, stack: Stack, auth: str) -> None:
 
 def cmd_stack(args: argparse.Namespace) -> int:
     from rowcast.cli import settings_from_args
-    from rowcast.database import connect_supported, embedded, resolve_url
+    from rowcast.database import connect_supported, run_database
 
     made = None if os.environ.get("ROWCAST_JWT_SECRET") else secrets.token_urlsafe(32)
     settings = settings_from_args(args, auth="token", jwt_secret=made)
-    started = False
-    if settings.database_url is None:
-        server = embedded(settings)
-        started = server.start()
-        url = server.url()
-    else:
-        url = resolve_url(settings)
-    try:
+    with run_database(settings) as (url, started):
         # One line if Postgres does not answer, before any process is started.
         connect_supported(url, "rowcast-stack")
         demo = settings.database_url is None  # the embedded Postgres: a try-out, as `rowcast up`
         code = run(settings.replace(database_url=url), args.replicas, made is not None, demo)
-    finally:
-        if started and not settings.keep_db:
-            embedded(settings).stop()
     print(
         "rowcast stack stopped" + ("; embedded Postgres stopped" if started and not settings.keep_db else "")
     )
