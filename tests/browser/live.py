@@ -21,6 +21,18 @@ T = TypeVar("T")
 
 START_TIMEOUT = 30.0
 
+# An init script that blocks both live transports (a hostile proxy) while REST stays reachable:
+# WebSocket and EventSource connect to addresses that never answer.
+BLOCK_LIVE_TRANSPORTS = """
+  const RealWS = window.WebSocket, RealES = window.EventSource;
+  window.WebSocket = class extends RealWS {
+    constructor(url, protocols) { super("ws://127.0.0.1:9/blocked", protocols); }
+  };
+  window.EventSource = class extends RealES {
+    constructor(url, init) { super(new URL("/blocked-sse", location.href).href, init); }
+  };
+"""
+
 
 class LiveServer:
     """`rowcast.server.create_app(settings)` behind an AppRunner + TCPSite, in a thread."""

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import Locator, Page, expect
 
 from tests.browser.conftest import Console
-from tests.browser.live import LiveServer, psql
+from tests.browser.live import BLOCK_LIVE_TRANSPORTS, LiveServer, psql
 
 pytestmark = pytest.mark.browser
 
@@ -323,17 +323,8 @@ def test_without_live_updates_the_page_still_loads_and_saves_over_rest(
     open_page: OpenPage, db_url: str, console: Console
 ) -> None:
     # Both live transports blocked (a hostile proxy), the REST API reachable.
-    blocked = """
-      const RealWS = window.WebSocket, RealES = window.EventSource;
-      window.WebSocket = class extends RealWS {
-        constructor(url, protocols) { super("ws://127.0.0.1:9/blocked", protocols); }
-      };
-      window.EventSource = class extends RealES {
-        constructor(url, init) { super(new URL("/blocked-sse", location.href).href, init); }
-      };
-    """
     (book,) = seed(db_url, "Loaded over REST")
-    page = open_page("rest-only", init_script=blocked)
+    page = open_page("rest-only", init_script=BLOCK_LIVE_TRANSPORTS)
     expect(cell(page, book, "title")).to_have_text("Loaded over REST")
     expect(page.locator("#status")).to_have_text("offline", timeout=40_000)
     expect(page.locator("#offline-note")).to_be_visible()

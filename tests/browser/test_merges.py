@@ -10,22 +10,14 @@ import pytest
 from playwright.sync_api import Page, Request, Response, expect
 
 from tests.browser.conftest import Console
-from tests.browser.live import psql
+from tests.browser.live import BLOCK_LIVE_TRANSPORTS, psql
 from tests.browser.test_books_page import LIVE_MS, OpenPage, cell, expect_live, row, seed
 
 pytestmark = pytest.mark.browser
 
 # Both live transports blocked, REST reachable: this page never hears of the other's save, so
 # its own save is the one that meets the 412 (see test_books_page for the same trick).
-DEAF = """
-  const RealWS = window.WebSocket, RealES = window.EventSource;
-  window.WebSocket = class extends RealWS {
-    constructor(url, protocols) { super("ws://127.0.0.1:9/blocked", protocols); }
-  };
-  window.EventSource = class extends RealES {
-    constructor(url, init) { super(new URL("/blocked-sse", location.href).href, init); }
-  };
-"""
+DEAF = BLOCK_LIVE_TRANSPORTS
 # The only console errors a 412 costs: Chromium's own network log line.
 PRECONDITION_FAILED = (
     "Failed to load resource: the server responded with a status of 412 (Precondition Failed)"

@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import Console
-from tests.browser.live import LiveServer, psql
+from tests.browser.live import BLOCK_LIVE_TRANSPORTS, LiveServer, psql
 from tests.browser.test_books_page import LIVE_MS, OpenPage, add_book, cell, expect_live, row, seed
 
 pytestmark = pytest.mark.browser
@@ -102,17 +102,8 @@ def test_with_the_whole_server_down_the_banner_does_not_promise_saves(
 def test_with_only_live_updates_blocked_the_banner_says_saves_still_work(
     open_page: OpenPage, db_url: str, console: Console
 ) -> None:
-    blocked = """
-      const RealWS = window.WebSocket, RealES = window.EventSource;
-      window.WebSocket = class extends RealWS {
-        constructor(url, protocols) { super("ws://127.0.0.1:9/blocked", protocols); }
-      };
-      window.EventSource = class extends RealES {
-        constructor(url, init) { super(new URL("/blocked-sse", location.href).href, init); }
-      };
-    """
     seed(db_url, "Loaded over REST")
-    page = open_page("rest-only", init_script=blocked)
+    page = open_page("rest-only", init_script=BLOCK_LIVE_TRANSPORTS)
     expect(page.locator("#status")).to_have_text("offline", timeout=15_000)
     note = page.locator("#offline-note")
     expect(note).to_be_visible()
