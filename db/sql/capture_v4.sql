@@ -317,7 +317,8 @@ AS $$
 DECLARE
     root    oid := coalesce(pg_partition_root(TG_RELID), TG_RELID);
     keys    text[];
-    virt    text;
+    virt    text;     -- the virtual columns' select list, then the query computing them
+    computed jsonb;
     nsp     text := TG_TABLE_SCHEMA;
     rel     text := TG_TABLE_NAME;
     new_row jsonb;
@@ -347,17 +348,15 @@ BEGIN
         IF TG_OP <> 'INSERT' THEN old_row := to_jsonb(OLD); END IF;
         IF virt IS NOT NULL THEN
             -- Never computed for triggers (null in NEW and OLD): compute them from the row.
+            virt := format('SELECT to_jsonb(v.*) FROM (SELECT %s FROM (SELECT ($1).*) AS t) AS v', virt);
             IF new_row IS NOT NULL THEN
-                EXECUTE format('SELECT to_jsonb(v.*) FROM (SELECT %s FROM (SELECT ($1).*) AS t) AS v', virt)
-                   INTO old_out USING NEW;
-                new_row := new_row || old_out;
+                EXECUTE virt INTO computed USING NEW;
+                new_row := new_row || computed;
             END IF;
             IF old_row IS NOT NULL THEN
-                EXECUTE format('SELECT to_jsonb(v.*) FROM (SELECT %s FROM (SELECT ($1).*) AS t) AS v', virt)
-                   INTO old_out USING OLD;
-                old_row := old_row || old_out;
+                EXECUTE virt INTO computed USING OLD;
+                old_row := old_row || computed;
             END IF;
-            old_out := NULL;
         END IF;
         FOREACH col IN ARRAY keys LOOP
             stale := stale OR NOT coalesce(new_row, old_row) ? col;
