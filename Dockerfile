@@ -17,16 +17,16 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/rowcast
 
 WORKDIR /src
-# Only what the package is built from (the top-level packages listed in pyproject.toml), so the
-# build needs no .dockerignore and never bakes a local .venv, .git or test artefacts into a layer.
-# tests/unit/test_deploy.py fails if a package is added to pyproject.toml but not copied here.
+# Only what the package is built from (the folders pyproject.toml's package-dir maps into the one
+# `rowcast` package), so the build needs no .dockerignore and never bakes a local .venv, .git, the
+# benchmarks or test artefacts into a layer. tests/unit/test_deploy.py fails if a folder is added
+# to package-dir but not copied here.
 COPY pyproject.toml README.md ./
 COPY api/ api/
 COPY notifier/ notifier/
 COPY db/ db/
 COPY web/ web/
 COPY rowcast/ rowcast/
-COPY bench/ bench/
 COPY deploy/ deploy/
 # A regular (non-editable) install: the image must not depend on /src, which is not copied on.
 RUN /opt/rowcast/bin/pip install .

@@ -7,14 +7,14 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
 from aiohttp import web
+from rowcast.api import openapi, reflect, store
+from rowcast.api.middleware import api_middleware
+from rowcast.api.resources import RESOURCES, Resource
+from rowcast.api.state import DOCUMENT, ENGINE, SETTINGS, TABLES
+from rowcast.api.views import ResourceView
+from rowcast.db.urls import sqlalchemy_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from api import openapi, reflect, store
-from api.middleware import api_middleware
-from api.resources import RESOURCES, Resource
-from api.state import DOCUMENT, ENGINE, SETTINGS, TABLES
-from api.views import ResourceView
-from db.urls import sqlalchemy_url
 from rowcast import hosts, jsonexact
 from rowcast.auth import qualify
 from rowcast.settings import Settings
@@ -96,11 +96,8 @@ async def _reflected(app: web.Application, settings: Settings) -> list[Resource]
 def _engine_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
     async def engine(app: web.Application) -> AsyncIterator[None]:
         url = settings.database_url
-        if url is None:
-            # Imported here: only the embedded case needs it. Starting it runs pg_ctl, off the loop.
-            from rowcast.database import resolve_url
-
-            url = await asyncio.to_thread(resolve_url, settings)
+        if url is None:  # the composition (rowcast.commands) resolves it
+            raise ValueError("the API needs settings.database_url")
         app[ENGINE] = make_engine(url)
         try:
             if settings.api_tables or settings.api_tables_file:

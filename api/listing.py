@@ -11,10 +11,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from multidict import MultiMapping
-
-from api.errors import bad_query
-from api.fields import Field, FieldError, parse_bool
-from api.resources import Resource
+from rowcast.api.errors import bad_query
+from rowcast.api.fields import Field, FieldError, parse_bool
+from rowcast.api.resources import Resource
 
 OPERATORS = ("eq", "neq", "lt", "lte", "gt", "gte", "like", "in", "is_null")
 RESERVED = ("limit", "offset", "sort")

@@ -13,9 +13,9 @@ import psycopg.errors
 import sqlalchemy.exc
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from rowcast.api import cors
+from rowcast.api.errors import ApiError
 
-from api import cors
-from api.errors import ApiError
 from rowcast.settings import Settings
 
 log = logging.getLogger("rowcast.api")

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from api import listing, schemas
-from api.errors import CODES
-from api.resources import Resource
+from rowcast.api import listing, schemas
+from rowcast.api.errors import CODES
+from rowcast.api.resources import Resource
+
 from rowcast import __version__
 from rowcast.settings import Settings
 

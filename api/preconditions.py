@@ -6,8 +6,7 @@ import re
 from dataclasses import dataclass
 
 from aiohttp import web
-
-from api.errors import ApiError
+from rowcast.api.errors import ApiError
 
 _TAG = r'(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"'
 _LIST = re.compile(rf"\s*{_TAG}(?:\s*,\s*{_TAG})*\s*")

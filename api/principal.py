@@ -8,10 +8,10 @@ from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
+from rowcast.api.errors import ApiError
+from rowcast.api.fields import FieldError
+from rowcast.api.resources import Resource
 
-from api.errors import ApiError
-from api.fields import FieldError
-from api.resources import Resource
 from rowcast.auth import OPEN, AuthError, Principal, bearer, decode_token
 from rowcast.settings import Settings
 

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from rowcast.api.fields import Limits
+from rowcast.api.resources import Resource
 from sqlalchemy.exc import NoSuchTableError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.fields import Limits
-from api.resources import Resource
 from rowcast import names
 from rowcast.errors import ConfigError
 

@@ -15,10 +15,10 @@ from functools import cached_property
 from typing import Any
 
 import sqlalchemy as sa
+from rowcast.api.fields import Field, Limits
+from rowcast.db.models import Author, Book
 from sqlalchemy.orm import DeclarativeBase
 
-from api.fields import Field, Limits
-from db.models import Author, Book
 from rowcast import names
 
 # The concurrency token a row carries under this key in what api.store returns.

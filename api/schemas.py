@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.fields import Field
-from api.resources import Resource
+from rowcast.api.fields import Field
+from rowcast.api.resources import Resource
 
 Schema = dict[str, Any]
 

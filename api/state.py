@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from rowcast.settings import Settings
 
 if TYPE_CHECKING:
-    from api.resources import Resource
+    from rowcast.api.resources import Resource
 
 SETTINGS = web.AppKey("rowcast.api.settings", Settings)
 ENGINE = web.AppKey("rowcast.api.engine", AsyncEngine)

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from rowcast.api import listing
+from rowcast.api.preconditions import IfMatch
+from rowcast.api.resources import ETAG, Resource
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
-from api import listing
-from api.preconditions import IfMatch
-from api.resources import ETAG, Resource
 
 Row = dict[str, Any]
 Scope = Mapping[str, Any]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from aiohttp import web
+from rowcast.api.errors import ApiError, invalid
+from rowcast.api.fields import FieldError
+from rowcast.api.resources import Resource
 
-from api.errors import ApiError, invalid
-from api.fields import FieldError
-from api.resources import Resource
 from rowcast import jsoninput
 
 Mode = Literal["create", "replace", "patch"]

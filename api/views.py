@@ -8,16 +8,16 @@ from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
+from rowcast.api import listing, principal, store
+from rowcast.api.errors import ApiError, not_found
+from rowcast.api.fields import Field, FieldError
+from rowcast.api.middleware import request_id
+from rowcast.api.preconditions import etag, if_match
+from rowcast.api.resources import ETAG, Resource
+from rowcast.api.state import ENGINE, SETTINGS, TABLES
+from rowcast.api.validation import Mode, read_json, validate
 from yarl import URL
 
-from api import listing, principal, store
-from api.errors import ApiError, not_found
-from api.fields import Field, FieldError
-from api.middleware import request_id
-from api.preconditions import etag, if_match
-from api.resources import ETAG, Resource
-from api.state import ENGINE, SETTINGS, TABLES
-from api.validation import Mode, read_json, validate
 from rowcast import jsonexact
 from rowcast.auth import Principal
 

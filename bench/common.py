@@ -146,7 +146,7 @@ class Database:
 @contextlib.contextmanager
 def database(extra_conf: str = "") -> Iterator[Database]:
     """A fresh embedded Postgres with rowcast's roles and schema; stopped and deleted on exit."""
-    from db import migrate, roles
+    from rowcast.db import migrate, roles
 
     tmp = Path(tempfile.mkdtemp(prefix="rowcast-bench-"))
     tmp.chmod(0o755)  # as root the server runs as its own user, which must reach its data dir

@@ -12,7 +12,7 @@ import argparse
 import statistics
 import time
 
-from notifier.filters import Filter
+from rowcast.notifier.filters import Filter
 
 # Each ends in "!%": the head and tail always match, so every segment between is searched.
 WORST = [

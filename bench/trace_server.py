@@ -28,10 +28,11 @@ def main() -> None:
     raise_nofile()
     tracemalloc.start(args.frames)
 
-    import notifier.app
+    from rowcast.notifier import app as notifier_app
+
     from rowcast.settings import Settings
 
-    app = notifier.app.create_app(Settings(database_url=args.database_url, auth="open", port=args.port))
+    app = notifier_app.create_app(Settings(database_url=args.database_url, auth="open", port=args.port))
     reference: list[tracemalloc.Snapshot] = []
 
     def take_reference() -> None:

@@ -12,8 +12,8 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from rowcast.db import capture
 
-from db import capture
 from rowcast.errors import RowcastError
 
 Conn = psycopg.Connection[tuple[Any, ...]]

@@ -13,9 +13,9 @@ import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from rowcast.db import roles
+from rowcast.db.urls import libpq_url
 
-from db import roles
-from db.urls import libpq_url
 from rowcast.errors import RowcastError
 
 SCHEMA = "rowcast"
@@ -29,7 +29,7 @@ class SchemaConflict(RowcastError):
 
 def config(url: str) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(resources.files("db").joinpath("migrations")))
+    cfg.set_main_option("script_location", str(resources.files("rowcast.db").joinpath("migrations")))
     # '%' would be read as ConfigParser interpolation.
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg

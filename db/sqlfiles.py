@@ -7,7 +7,7 @@ from importlib import resources
 
 def read(name: str) -> str:
     """Text of `db/sql/<name>`, e.g. read('capture_v1.sql')."""
-    return resources.files("db.sql").joinpath(name).read_text(encoding="utf-8")
+    return resources.files("rowcast.db.sql").joinpath(name).read_text(encoding="utf-8")
 
 
 def function(name: str, signature: str, *, replace: bool = True) -> str:

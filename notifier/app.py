@@ -9,21 +9,21 @@ from collections.abc import AsyncIterator
 import psycopg
 from aiohttp import WSCloseCode, web
 from psycopg_pool import AsyncConnectionPool
+from rowcast.notifier.access import ConnectionLimiter, LongPollLimiter, json_error, principal_for
+from rowcast.notifier.catalog import Catalog
+from rowcast.notifier.events import Event
+from rowcast.notifier.hub import Hub
+from rowcast.notifier.listener import Listener, event_lag_seconds
+from rowcast.notifier.longpoll import changes
+from rowcast.notifier.metrics import Metrics
+from rowcast.notifier.presence import Presence
+from rowcast.notifier.retention import prune_forever
+from rowcast.notifier.service import Notifier
+from rowcast.notifier.source import PgChangeSource
+from rowcast.notifier.sse import sse
+from rowcast.notifier.state import ACCESS, LISTENER, LONGPOLLS, NOTIFIER, SOCKETS, STREAMS, WORKER
+from rowcast.notifier.ws import websocket
 
-from notifier.access import ConnectionLimiter, LongPollLimiter, json_error, principal_for
-from notifier.catalog import Catalog
-from notifier.events import Event
-from notifier.hub import Hub
-from notifier.listener import Listener, event_lag_seconds
-from notifier.longpoll import changes
-from notifier.metrics import Metrics
-from notifier.presence import Presence
-from notifier.retention import prune_forever
-from notifier.service import Notifier
-from notifier.source import PgChangeSource
-from notifier.sse import sse
-from notifier.state import ACCESS, LISTENER, LONGPOLLS, NOTIFIER, SOCKETS, STREAMS, WORKER
-from notifier.ws import websocket
 from rowcast import hosts
 from rowcast.auth import AuthError
 from rowcast.settings import Settings
@@ -34,11 +34,9 @@ LAG_SAMPLE = 8  # observe the end-to-end lag of one event in eight
 
 
 def _database_url(settings: Settings) -> str:
-    if settings.database_url is not None:
-        return settings.database_url
-    from rowcast.database import resolve_url
-
-    return resolve_url(settings)
+    if settings.database_url is None:  # the composition (rowcast.commands) resolves it
+        raise ValueError("the notifier needs settings.database_url")
+    return settings.database_url
 
 
 def setup(app: web.Application, settings: Settings) -> None:

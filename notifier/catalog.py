@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
+from rowcast.notifier.schema import TableChange
 
-from notifier.schema import TableChange
 from rowcast import names
 from rowcast.auth import qualify
 

@@ -13,7 +13,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from notifier.like import Like, LikeSyntaxError
+from rowcast.notifier.like import Like, LikeSyntaxError
 
 OPERATORS = ("eq", "neq", "lt", "lte", "gt", "gte", "in", "is_null", "like")
 MAX_CONDITIONS = 32

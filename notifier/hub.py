@@ -13,11 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from notifier.events import DROP, SCHEMA_OPS, Event
-from notifier.filters import Filter
-from notifier.outbox import Frame, Outbox
-from notifier.schema import TableChange, problem
-from notifier.snapshot import Snapshot
+from rowcast.notifier.events import DROP, SCHEMA_OPS, Event
+from rowcast.notifier.filters import Filter
+from rowcast.notifier.outbox import Frame, Outbox
+from rowcast.notifier.schema import TableChange, problem
+from rowcast.notifier.snapshot import Snapshot
+
 from rowcast import jsonexact
 from rowcast.auth import Principal
 

@@ -20,10 +20,10 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import psycopg
+from rowcast.notifier.events import Event
+from rowcast.notifier.hub import Hub
+from rowcast.notifier.source import PAGE, ChangeSource, Position
 
-from notifier.events import Event
-from notifier.hub import Hub
-from notifier.source import PAGE, ChangeSource, Position
 from rowcast.errors import PoolerDetected
 
 log = logging.getLogger("rowcast.notifier.listener")

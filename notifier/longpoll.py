@@ -10,16 +10,16 @@ from collections.abc import Mapping
 
 import psycopg
 from aiohttp import web
+from rowcast.notifier.access import json_error, principal_for
+from rowcast.notifier.events import Event
+from rowcast.notifier.hub import Session, Subscription, dumps, encode_view
+from rowcast.notifier.outbox import Outbox
+from rowcast.notifier.replay import CursorExpired, Scan, current_snapshot
+from rowcast.notifier.service import Notifier, ProtocolError, Spec
+from rowcast.notifier.snapshot import BadCursor, Snapshot
+from rowcast.notifier.sse import subscription_frame
+from rowcast.notifier.state import LONGPOLLS, NOTIFIER
 
-from notifier.access import json_error, principal_for
-from notifier.events import Event
-from notifier.hub import Session, Subscription, dumps, encode_view
-from notifier.outbox import Outbox
-from notifier.replay import CursorExpired, Scan, current_snapshot
-from notifier.service import Notifier, ProtocolError, Spec
-from notifier.snapshot import BadCursor, Snapshot
-from notifier.sse import subscription_frame
-from notifier.state import LONGPOLLS, NOTIFIER
 from rowcast.auth import AuthError, Principal
 
 MAX_WAIT = 60.0

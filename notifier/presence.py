@@ -29,11 +29,11 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
+from rowcast.notifier.catalog import Catalog
+from rowcast.notifier.events import Event
+from rowcast.notifier.hub import LIVE, Hub, Session, Subscription
+from rowcast.notifier.replay import Pool
 
-from notifier.catalog import Catalog
-from notifier.events import Event
-from notifier.hub import LIVE, Hub, Session, Subscription
-from notifier.replay import Pool
 from rowcast import jsonexact, names
 
 log = logging.getLogger("rowcast.notifier.presence")

@@ -25,9 +25,8 @@ from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
-
-from notifier.events import LOG_COLUMNS, Event
-from notifier.snapshot import BadCursor, Snapshot, pruned_past
+from rowcast.notifier.events import LOG_COLUMNS, Event
+from rowcast.notifier.snapshot import BadCursor, Snapshot, pruned_past
 
 Pool = AsyncConnectionPool[AsyncConnection[tuple[Any, ...]]]
 PAGE = 2000  # log rows per page statement

@@ -6,8 +6,7 @@ import asyncio
 import logging
 
 import psycopg
-
-from notifier.replay import Pool
+from rowcast.notifier.replay import Pool
 
 log = logging.getLogger("rowcast.notifier.retention")
 

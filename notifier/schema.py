@@ -18,7 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from notifier.events import DROP, Event
+from rowcast.notifier.events import DROP, Event
+
 from rowcast import names
 from rowcast.auth import Principal
 

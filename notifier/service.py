@@ -10,15 +10,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from rowcast.notifier.catalog import Catalog, TableInfo
+from rowcast.notifier.filters import Filter, FilterError
+from rowcast.notifier.hub import LIVE, Hub, Session, Subscription
+from rowcast.notifier.metrics import Metrics
+from rowcast.notifier.outbox import Outbox
+from rowcast.notifier.presence import Presence
+from rowcast.notifier.replay import CursorExpired, LogReader, Pool, ReadGate, current_snapshot
+from rowcast.notifier.snapshot import BadCursor, Snapshot
 
-from notifier.catalog import Catalog, TableInfo
-from notifier.filters import Filter, FilterError
-from notifier.hub import LIVE, Hub, Session, Subscription
-from notifier.metrics import Metrics
-from notifier.outbox import Outbox
-from notifier.presence import Presence
-from notifier.replay import CursorExpired, LogReader, Pool, ReadGate, current_snapshot
-from notifier.snapshot import BadCursor, Snapshot
 from rowcast import names
 from rowcast.auth import Principal
 from rowcast.settings import Settings

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from psycopg import AsyncConnection
+from rowcast.notifier.events import LOG_COLUMNS, Event
+from rowcast.notifier.replay import Pool
+from rowcast.notifier.snapshot import Snapshot, pruned_past
 
-from notifier.events import LOG_COLUMNS, Event
-from notifier.replay import Pool
-from notifier.snapshot import Snapshot, pruned_past
 from rowcast.errors import PoolerDetected
 
 CHANNEL = "rowcast"

@@ -7,11 +7,11 @@ import json
 from typing import Any
 
 from aiohttp import web
+from rowcast.notifier.access import admit
+from rowcast.notifier.outbox import Frame
+from rowcast.notifier.service import Notifier, ProtocolError, run_writer
+from rowcast.notifier.state import ACCESS, NOTIFIER, STREAMS
 
-from notifier.access import admit
-from notifier.outbox import Frame
-from notifier.service import Notifier, ProtocolError, run_writer
-from notifier.state import ACCESS, NOTIFIER, STREAMS
 from rowcast import jsoninput
 
 

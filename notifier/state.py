@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from notifier.access import ConnectionLimiter, LongPollLimiter
-    from notifier.listener import Listener
-    from notifier.service import Notifier
+    from rowcast.notifier.access import ConnectionLimiter, LongPollLimiter
+    from rowcast.notifier.listener import Listener
+    from rowcast.notifier.service import Notifier
 
 NOTIFIER: web.AppKey[Notifier] = web.AppKey("rowcast_notifier")
 LISTENER: web.AppKey[Listener] = web.AppKey("rowcast_listener")

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from notifier.events import Event
-from notifier.snapshot import Snapshot, pruned_past
-from notifier.source import Page, Position
+from rowcast.notifier.events import Event
+from rowcast.notifier.snapshot import Snapshot, pruned_past
+from rowcast.notifier.source import Page, Position
 
 
 @dataclass

@@ -7,11 +7,11 @@ import logging
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from rowcast.notifier.access import SUBPROTOCOL, RateLimiter, admit, json_error
+from rowcast.notifier.presence import PresenceError
+from rowcast.notifier.service import Notifier, ProtocolError
+from rowcast.notifier.state import ACCESS, NOTIFIER, SOCKETS
 
-from notifier.access import SUBPROTOCOL, RateLimiter, admit, json_error
-from notifier.presence import PresenceError
-from notifier.service import Notifier, ProtocolError
-from notifier.state import ACCESS, NOTIFIER, SOCKETS
 from rowcast import jsoninput
 
 log = logging.getLogger("rowcast.notifier.ws")

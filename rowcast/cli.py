@@ -7,34 +7,20 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import psycopg
 
-from rowcast import __version__, names
+from rowcast import __version__, commands, names, stack
+from rowcast.args import Handler, Parser, add_db_flags, command, settings_from_args
+from rowcast.database import connect, connect_supported, embedded, migration_errors, resolve_url
+from rowcast.db import capture, demo, migrate, roles
+from rowcast.embedded import binary
 from rowcast.errors import RowcastError
-from rowcast.settings import Settings, from_env, parse_duration
-
-Handler = Callable[[argparse.Namespace], int]
-
-
-def settings_from_args(args: argparse.Namespace, **defaults: Any) -> Settings:
-    """Settings from the environment, then the command's defaults, then its flags."""
-    overrides = {**defaults}
-    for name in ("host", "port", "database_url", "data_dir", "auth"):
-        value = getattr(args, name, None)
-        if value is not None:
-            overrides[name] = value
-    env_auth = os.environ.get("ROWCAST_AUTH")
-    if env_auth and getattr(args, "auth", None) is None:
-        overrides["auth"] = env_auth
-    return from_env(**overrides)
+from rowcast.settings import Settings, log_level, parse_duration
 
 
 def _connect(settings: Settings) -> Any:
-    from rowcast.database import connect, resolve_url
-
     return connect(resolve_url(settings), "rowcast-cli")
 
 
@@ -49,8 +35,6 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def _db_start(settings: Settings, args: argparse.Namespace) -> int:
-    from rowcast.database import embedded
-
     server = embedded(settings)
     started = server.start()
     print(f"embedded Postgres {'started' if started else 'already running'}: {server.url()}")
@@ -58,15 +42,11 @@ def _db_start(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _db_stop(settings: Settings, args: argparse.Namespace) -> int:
-    from rowcast.database import embedded
-
     print("embedded Postgres stopped" if embedded(settings).stop() else "embedded Postgres was not running")
     return 0
 
 
 def _db_status(settings: Settings, args: argparse.Namespace) -> int:
-    from rowcast.database import embedded
-
     if settings.database_url is not None:
         print("using DATABASE_URL (no embedded Postgres)")
         return 0
@@ -77,16 +57,11 @@ def _db_status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _db_url(settings: Settings, args: argparse.Namespace) -> int:
-    from rowcast.database import resolve_url
-
     print(resolve_url(settings, start=False))
     return 0
 
 
 def _db_psql(settings: Settings, args: argparse.Namespace) -> int:
-    from rowcast.database import connect, resolve_url
-    from rowcast.embedded import binary
-
     url = resolve_url(settings)
     connect(url, "rowcast-cli").close()  # nothing answering is one line here, not psql's two
     psql = str(binary("psql"))
@@ -106,9 +81,6 @@ DB_ACTIONS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from db import migrate
-    from rowcast.database import connect_supported, migration_errors, resolve_url
-
     settings = settings_from_args(args, auth="open")
     url = resolve_url(settings)
     connect_supported(url, "rowcast-migrate")  # one line if not, before Alembic's traceback could
@@ -121,7 +93,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             return 0
         _say(migrate.upgrade(url, args.revision))
     print(f"migrated to {args.revision}: {MIGRATE_SCOPE}")
-    if os.environ.get("ROWCAST_WAKE_MODE"):
+    if settings.wake_mode:
         with _connect(settings) as conn:
             print(conn.execute("SELECT rowcast.set_wake_mode(%s)", (settings.wake_mode,)).fetchone()[0])
     return 0
@@ -139,8 +111,6 @@ def _say(notes: list[str]) -> None:
 
 
 def _install_roles(settings: Settings, owner: str | None) -> None:
-    from db import roles
-
     with _connect(settings) as conn:
         print(roles.describe(roles.install(conn, owner)))
 
@@ -154,8 +124,6 @@ def cmd_roles(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from db import demo
-
     with _connect(settings_from_args(args, auth="open")) as conn:
         if args.action == "install":
             created = demo.install(conn)
@@ -172,8 +140,6 @@ def _listed(done: str, tables: list[str]) -> str:
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
-    from db import capture
-
     with _connect(settings_from_args(args, auth="open")) as conn:
         if args.action == "enable":
             for table in args.tables:
@@ -207,8 +173,6 @@ def cmd_wake_mode(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from db import capture
-
     with _connect(settings_from_args(args, auth="open")) as conn:
         removed, xid = capture.prune(conn, parse_duration(args.older_than))
     print(f"removed {removed} change(s) older than {args.older_than}; highest pruned xid: {xid or 'none'}")
@@ -225,33 +189,6 @@ EXIT_CODES = """exit status:
   2    usage or configuration error: unknown flag, bad value or DATABASE_URL, port in use
   3    db status: the embedded Postgres is stopped
   130  interrupted"""
-
-
-class Parser(argparse.ArgumentParser):
-    """Usage errors in one line: what is wrong, and where the help is."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
-
-
-def add_db_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--database-url", dest="database_url", help="Postgres URL (default: $DATABASE_URL or embedded)"
-    )
-    parser.add_argument(
-        "--data-dir", dest="data_dir", type=Path, help="embedded Postgres data dir ($ROWCAST_DATA_DIR)"
-    )
-
-
-def command(
-    sub: Any, name: str, handler: Handler, summary: str, details: str = ""
-) -> argparse.ArgumentParser:
-    """A subcommand whose --help says what it does (and, in `details`, its exit status)."""
-    parser: argparse.ArgumentParser = sub.add_parser(
-        name, help=summary, description=f"{summary[0].upper()}{summary[1:]}. {details}".strip()
-    )
-    parser.set_defaults(handler=handler, parser=parser)
-    return parser
 
 
 DB_HELP = {
@@ -395,10 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands() -> list[Callable[[Any], None]]:
-    """Commands that live in their own modules (servers, tail, token)."""
-    from rowcast import commands
-
-    return commands.REGISTRY
+    """Commands that live in their own modules: servers, tail and token; the stack."""
+    return [*commands.REGISTRY, stack.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -406,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:  # said by the subcommand that was given them, with its own --help
         args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(
-        level=os.environ.get("ROWCAST_LOG_LEVEL", "INFO").upper(),
+        level=log_level(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if logging.getLogger().level > logging.DEBUG:

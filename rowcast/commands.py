@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import gc
 import logging
 import os
 import shlex
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -18,23 +16,22 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from rowcast import jsonexact
+from rowcast import jsonexact, workers
+from rowcast import web as web_page
+from rowcast.api import app as api_app
+from rowcast.args import command, serve_flags, settings_from_args
+from rowcast.auth import issue_token
+from rowcast.client import ResyncRequired, SubscriptionError, default_url, subscribe
+from rowcast.database import connect, connect_supported, migration_errors, resolve_url, run_database
+from rowcast.db import demo as demo_tables
+from rowcast.db import migrate, roles
+from rowcast.embedded import binary
 from rowcast.errors import ConfigError, RowcastError, Unreachable
+from rowcast.serving import check_port, run_app
 from rowcast.settings import Settings, from_env, parse_duration
 
 
-def _serve_flags(parser: argparse.ArgumentParser, default_port: int = 8080) -> None:
-    from rowcast.cli import add_db_flags
-
-    parser.add_argument("--host", help="interface to bind ($ROWCAST_HOST, default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help=f"port ($ROWCAST_PORT, default {default_port})")
-    add_db_flags(parser)
-    parser.add_argument("--auth", choices=["open", "token"], help="auth mode ($ROWCAST_AUTH)")
-
-
 def _settings(args: argparse.Namespace, auth_default: str) -> Settings:
-    from rowcast.cli import settings_from_args
-
     settings = settings_from_args(args, auth=auth_default)
     tables = (*settings.api_tables, *(getattr(args, "table", None) or ()))
     return settings.replace(
@@ -61,69 +58,19 @@ def _table_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def check_port(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            raise RowcastError(
-                f"port {port} on {host} is already in use: stop what runs there or pick another with --port"
-            ) from None
-
-
-def run_app(
-    app: Any,
-    settings: Settings,
-    banner: Callable[[], None] | None = None,
-    ready: Callable[[], None] | None = None,
-) -> int:
-    """Serve until SIGINT or SIGTERM; sockets get 1001 and clean-up runs.
-
-    `ready` makes this a worker of rowcast.workers: its siblings hold the port too (SO_REUSEPORT),
-    so the port is not checked, and `ready()` tells the supervisor once it serves.
-    """
-    from aiohttp import web
-
-    if ready is None:
-        check_port(settings.host, settings.port)
-    if banner is not None:
-        banner()
-    from rowcast.accesslog import RedactingAccessLogger, redact_server_log
-
-    redact_server_log()
-
-    # Fan-out allocates many short-lived objects: with the default thresholds the cyclic GC took
-    # 10-13% of the notifier's CPU under load (bench/results/profile-*). Start-up objects are
-    # frozen out of collection and young collections run less often.
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
-
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        print=None if ready is None else lambda *_: ready(),
-        shutdown_timeout=5,
-        handle_signals=True,
-        access_log_class=RedactingAccessLogger,
-        # aiohttp closes a connection still waiting for a request's headers when its keep-alive
-        # timer fires, and that timer starts at connect: it is the header timeout (slowloris).
-        keepalive_timeout=settings.header_timeout,
-        reuse_port=ready is not None or None,
-    )
-    return 0
-
-
 # -- servers -----------------------------------------------------------------------------------
 
 
-def cmd_api(args: argparse.Namespace) -> int:
-    import api.app
-    import web as web_page
+def _with_database(settings: Settings) -> Settings:
+    """The servers are given a DSN: DATABASE_URL (or the PG* variables), else the embedded
+    Postgres, started here if it is not running (and left running, as `rowcast db start`)."""
+    check_port(settings.host, settings.port)  # before starting anything
+    return settings.replace(database_url=resolve_url(settings))
 
-    settings = _settings(args, "token")
-    app = api.app.create_app(settings)
+
+def cmd_api(args: argparse.Namespace) -> int:
+    settings = _with_database(_settings(args, "token"))
+    app = api_app.create_app(settings)
     web_page.setup(app, settings)  # the page at /, as docker-compose.yml's proxy routes it here
     return run_app(
         app, settings, lambda: print(f"rowcast api on http://{settings.host}:{settings.port}/api", flush=True)
@@ -131,19 +78,15 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_notifier(args: argparse.Namespace) -> int:
-    from rowcast import workers
-
-    settings = _settings(args, "token")
+    settings = _with_database(_settings(args, "token"))
     return workers.serve(
-        "notifier.app:create_app",
+        "rowcast.notifier.app:create_app",
         settings,
         lambda: print(f"rowcast notifier on http://{settings.host}:{settings.port}", flush=True),
     )
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from rowcast.database import run_database
-
     settings = _settings(args, "open")
     check_port(settings.host, settings.port)
     with run_database(settings) as (url, started_embedded):
@@ -164,11 +107,6 @@ def _left_running(settings: Settings, started_embedded: bool) -> str:
 def _serve_up(settings: Settings, demo: bool) -> int:
     """The quick start: roles, migrations and the demo tables, then serve until stopped, on
     `settings.database_url`. Each step that creates something says so."""
-    from db import demo as demo_tables
-    from db import migrate, roles
-    from rowcast import workers
-    from rowcast.database import connect, connect_supported, migration_errors
-
     url = settings.database_url or ""
     connect_supported(url, "rowcast-up")  # one line if not, before Alembic's traceback could
     with connect(url, "rowcast-up") as conn:
@@ -179,7 +117,7 @@ def _serve_up(settings: Settings, demo: bool) -> int:
         for note in migrate.upgrade(url):
             print(note)
     with connect(url, "rowcast-up") as conn:
-        if os.environ.get("ROWCAST_WAKE_MODE"):
+        if settings.wake_mode:
             conn.execute("SELECT rowcast.set_wake_mode(%s)", (settings.wake_mode,))
         made = demo_tables.install(conn)
         if made:
@@ -190,8 +128,6 @@ def _serve_up(settings: Settings, demo: bool) -> int:
 
 
 def _up_banner(settings: Settings) -> None:
-    from rowcast.embedded import binary
-
     page = f"http://{settings.host}:{settings.port}/"
     # The bundled psql: there whatever the machine has installed. Quoted: the embedded URL ends
     # in ?passfile=..., and `?` is a glob character to a shell.
@@ -245,8 +181,6 @@ MIN_SECRET_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from rowcast.auth import issue_token
-
     settings = from_env(auth="open")
     secret = settings.jwt_secret
     if not secret:
@@ -363,8 +297,6 @@ class Patience:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from rowcast.client import ResyncRequired, SubscriptionError, default_url, subscribe
-
     from_env(auth="open")  # the environment every command reads must be valid
     url = args.url or default_url()
     source = "--url" if args.url else "ROWCAST_URL" if os.environ.get("ROWCAST_URL") else "ROWCAST_HOST"
@@ -418,8 +350,6 @@ def _workers_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
-    from rowcast.cli import command
-
     p = command(
         sub,
         "up",
@@ -429,7 +359,7 @@ def register(sub: Any) -> None:
         "books and authors (rowcast demo install), and prints the page URL and a psql line. "
         "Auth is open unless ROWCAST_AUTH=token. Ctrl-C or SIGTERM stops it (exit status 0).",
     )
-    _serve_flags(p)
+    serve_flags(p)
     p.add_argument("--demo", action="store_true", help="seed a few demo books (once)")
     _workers_flag(p)
     _table_flag(p)
@@ -442,13 +372,13 @@ def register(sub: Any) -> None:
         "It serves the demo tables and those named by --table, $ROWCAST_API_TABLES or --tables-file, reflected "
         "from the database when it starts; a table it cannot serve stops it with exit status 2.",
     )
-    _serve_flags(p)
+    serve_flags(p)
     _table_flag(p)
 
     p = command(
         sub, "notifier", cmd_notifier, "run the notifier: /ws, /sse, /changes (token auth by default)"
     )
-    _serve_flags(p)
+    serve_flags(p)
     _workers_flag(p)
 
     p = command(
@@ -489,10 +419,4 @@ def register(sub: Any) -> None:
     patience.add_argument("--retry-forever", action="store_true", help="never give up: keep reconnecting")
 
 
-def _register_stack(sub: Any) -> None:
-    from rowcast.stack import register as register_stack  # `rowcast stack` lives in its own module
-
-    register_stack(sub)
-
-
-REGISTRY: list[Callable[[Any], None]] = [register, _register_stack]
+REGISTRY: list[Callable[[Any], None]] = [register]

@@ -26,7 +26,6 @@ import socket
 import stat
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,9 +118,6 @@ class EmbeddedPostgres:
             raise EmbeddedPostgresError(f"no password file in {self.data_dir}") from None
         return line.rsplit(":", 1)[-1]
 
-    def psql_command(self, database: str = DATABASE) -> list[str]:
-        return [str(binary("psql")), self.url(database)]
-
     # -- lifecycle --------------------------------------------------------------------------
 
     def is_running(self) -> bool:
@@ -180,18 +176,6 @@ class EmbeddedPostgres:
         """Stop (fast: terminates every backend) and start again on the same port."""
         self.stop()
         self.start()
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            result = subprocess.run(
-                [str(binary("pg_isready")), "-h", "127.0.0.1", "-p", str(self.port), "-q"],
-                check=False,
-            )
-            if result.returncode == 0:
-                return
-            time.sleep(0.1)
-        raise EmbeddedPostgresError(f"embedded Postgres not ready after {timeout:.0f}s")
 
     def destroy(self) -> None:
         with contextlib.suppress(EmbeddedPostgresError):

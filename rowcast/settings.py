@@ -6,7 +6,7 @@ import dataclasses
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,103 +66,51 @@ class Setting:
     help: str
 
 
-# One table, also rendered into the README: name -> (environment variable, meaning).
-ENV: dict[str, Setting] = {
-    "database_url": Setting("DATABASE_URL", "Postgres URL; unset (and no PG* vars): embedded Postgres"),
-    "data_dir": Setting(
-        "ROWCAST_DATA_DIR",
-        "where the embedded Postgres keeps its data (default: user data dir; /var/lib/rowcast as root)",
-    ),
-    "host": Setting("ROWCAST_HOST", "interface to bind (default 127.0.0.1)"),
-    "port": Setting("ROWCAST_PORT", "HTTP port (default 8080)"),
-    "auth": Setting("ROWCAST_AUTH", "open | token (default: open for `up`, token otherwise)"),
-    "jwt_secret": Setting("ROWCAST_JWT_SECRET", "HS256 secret for tokens (required in token mode)"),
-    "jwt_audience": Setting("ROWCAST_JWT_AUDIENCE", "expected `aud` claim (default rowcast)"),
-    "allowed_origins": Setting(
-        "ROWCAST_ALLOWED_ORIGINS", "comma-separated Origins allowed on /ws and /sse (default: same host)"
-    ),
-    "cors_origins": Setting("ROWCAST_CORS_ORIGINS", "comma-separated Origins given CORS headers"),
-    "retention": Setting(
-        "ROWCAST_RETENTION",
-        "how long the change log keeps events; the notifier prunes every 5 min (default 24h)",
-    ),
-    "poll_interval": Setting(
-        "ROWCAST_POLL_INTERVAL",
-        "the notifier reads the change log at least this often, wake-up or not (default 250ms)",
-    ),
-    "client_checkpoint_interval": Setting(
-        "ROWCAST_CLIENT_CHECKPOINT_INTERVAL",
-        "at most one checkpoint frame per client per interval (default 1s)",
-    ),
-    "heartbeat": Setting("ROWCAST_HEARTBEAT", "WebSocket ping / SSE keep-alive interval (default 15s)"),
-    "queue_messages": Setting("ROWCAST_QUEUE_MESSAGES", "per-client queue bound, messages (default 1000)"),
-    "queue_bytes": Setting("ROWCAST_QUEUE_BYTES", "per-client queue bound, bytes (default 4194304)"),
-    "max_frame_bytes": Setting("ROWCAST_MAX_FRAME_BYTES", "largest client frame (default 65536)"),
-    "max_subscriptions": Setting("ROWCAST_MAX_SUBSCRIPTIONS", "subscriptions per socket (default 64)"),
-    "max_client_rate": Setting("ROWCAST_MAX_CLIENT_RATE", "client frames per second per socket (default 50)"),
-    "max_presence_rows": Setting(
-        "ROWCAST_MAX_PRESENCE_ROWS", "rows one socket may announce presence on at once (default 16)"
-    ),
-    "max_connections_per_subject": Setting(
-        "ROWCAST_MAX_CONNECTIONS_PER_SUBJECT", "open sockets per token subject (default 32)"
-    ),
-    "max_reads_per_subject": Setting(
-        "ROWCAST_MAX_READS_PER_SUBJECT",
-        "change-log page reads (replays, long-poll) running at once per token subject; more queue (default 4)",
-    ),
-    "read_timeout": Setting(
-        "ROWCAST_READ_TIMEOUT",
-        "statement_timeout of one replay or long-poll page read: how long it may hold a pooled connection (default 10s)",
-    ),
-    "max_longpolls_per_subject": Setting(
-        "ROWCAST_MAX_LONGPOLLS_PER_SUBJECT", "long-polls in flight per token subject (default 4)"
-    ),
-    "max_longpolls": Setting("ROWCAST_MAX_LONGPOLLS", "long-polls in flight in all (default 256)"),
-    "longpoll_scan_budget": Setting(
-        "ROWCAST_LONGPOLL_SCAN_BUDGET",
-        "change-log rows one long-poll answer may read, whole transactions, before it answers (default 20000)",
-    ),
-    "max_body_bytes": Setting("ROWCAST_MAX_BODY_BYTES", "largest REST request body (default 1048576)"),
-    "max_page_size": Setting("ROWCAST_MAX_PAGE_SIZE", "largest REST page (default 500)"),
-    "api_tables": Setting(
-        "ROWCAST_API_TABLES",
-        "comma-separated tables the REST API serves besides the demo ones, e.g. "
-        'orders,sales."Q1" (Postgres name rules; `rowcast api --table` adds more)',
-    ),
-    "api_tables_file": Setting(
-        "ROWCAST_API_TABLES_FILE",
-        "a JSON file declaring served tables and, per table, its filter, sort and read_only columns",
-    ),
-    "wake_mode": Setting(
-        "ROWCAST_WAKE_MODE",
-        "notify | coalesced: applied to the database by `rowcast migrate` and `up` when set",
-    ),
-    "log_level": Setting("ROWCAST_LOG_LEVEL", "DEBUG | INFO | WARNING (default INFO)"),
-    "keep_db": Setting(
-        "ROWCAST_KEEP_DB", "1: `rowcast up` leaves the embedded Postgres running when it stops"
-    ),
-    "startup_wait": Setting(
-        "ROWCAST_STARTUP_WAIT",
-        "how long the notifier waits for its first LISTEN before serving (default 10s)",
-    ),
-    "allowed_hosts": Setting(
-        "ROWCAST_ALLOWED_HOSTS",
-        "comma-separated Host names (host or host:port, * for any) the servers answer; "
-        "default: the loopback names with the port on a loopback bind, see Security",
-    ),
-    "trust_forwarded": Setting(
-        "ROWCAST_TRUST_FORWARDED",
-        "1: trust X-Forwarded-Host from a reverse proxy for the Host and Origin checks (default 0)",
-    ),
-    "header_timeout": Setting(
-        "ROWCAST_HEADER_TIMEOUT",
-        "a connection must send a request's full headers within this long (default 10s)",
-    ),
-    "workers": Setting(
-        "ROWCAST_WORKERS",
-        "processes serving the port for `notifier` and `up` (default: the CPU cores on Linux, else 1)",
-    ),
-}
+def setting(
+    env: str,
+    help: str,
+    *,
+    default: Any = dataclasses.MISSING,
+    factory: Callable[[], Any] | None = None,
+    parse: Callable[[str], Any] = str,
+) -> Any:
+    """Declare a setting once: its field's type and default, its environment variable, how its
+    text is read, and its help (rendered into the README's configuration table)."""
+    metadata = {"setting": Setting(env, help), "parse": parse}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _table_list(value: str) -> tuple[str, ...]:
+    """Comma-separated table names; a comma inside a double-quoted part belongs to the name."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
+    for char in value:
+        if char == '"':
+            quoted = not quoted
+        if char == "," and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return tuple(p.strip() for p in parts if p.strip())
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def log_level(environ: Mapping[str, str] | None = None) -> str:
+    """ROWCAST_LOG_LEVEL, read before the rest so that a bad setting can be logged."""
+    env = os.environ if environ is None else environ
+    return (env.get(ENV["log_level"].env) or Settings.log_level).upper()
 
 
 def default_workers() -> int:
@@ -189,43 +137,210 @@ def default_data_dir() -> Path:
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    database_url: str | None = None
-    data_dir: Path = dataclasses.field(default_factory=lambda: default_data_dir())
-    host: str = "127.0.0.1"
-    port: int = 8080
-    auth: str = "token"
-    jwt_secret: str | None = None
-    jwt_audience: str = "rowcast"
-    allowed_origins: tuple[str, ...] = ()
-    cors_origins: tuple[str, ...] = ()
-    retention: float = 24 * 3600.0
-    poll_interval: float = 0.25
-    client_checkpoint_interval: float = 1.0
-    heartbeat: float = 15.0
-    queue_messages: int = 1000
-    queue_bytes: int = 4 * 1024 * 1024
-    max_frame_bytes: int = 64 * 1024
-    max_subscriptions: int = 64
-    max_client_rate: float = 50.0
-    max_presence_rows: int = 16
-    max_connections_per_subject: int = 32
-    max_reads_per_subject: int = 4
-    read_timeout: float = 10.0
-    max_longpolls_per_subject: int = 4
-    max_longpolls: int = 256
-    longpoll_scan_budget: int = 20_000
-    max_body_bytes: int = 1024 * 1024
-    max_page_size: int = 500
-    api_tables: tuple[str, ...] = ()
-    api_tables_file: Path | None = None
-    wake_mode: str = "notify"
-    log_level: str = "INFO"
-    startup_wait: float = 10.0
-    keep_db: bool = False
-    allowed_hosts: tuple[str, ...] = ()
-    trust_forwarded: bool = False
-    header_timeout: float = 10.0
-    workers: int = dataclasses.field(default_factory=default_workers)
+    """Every setting, declared once (see `setting`); `from_env` reads them, flags override."""
+
+    database_url: str | None = setting(
+        "DATABASE_URL",
+        "Postgres URL; unset (and no PG* vars): embedded Postgres",
+        default=None,
+    )
+    data_dir: Path = setting(
+        "ROWCAST_DATA_DIR",
+        "where the embedded Postgres keeps its data (default: user data dir; /var/lib/rowcast as root)",
+        factory=default_data_dir,
+        parse=Path,
+    )
+    host: str = setting("ROWCAST_HOST", "interface to bind (default 127.0.0.1)", default="127.0.0.1")
+    port: int = setting("ROWCAST_PORT", "HTTP port (default 8080)", default=8080, parse=int)
+    auth: str = setting(
+        "ROWCAST_AUTH",
+        "open | token (default: open for `up`, token otherwise)",
+        default="token",
+    )
+    jwt_secret: str | None = setting(
+        "ROWCAST_JWT_SECRET",
+        "HS256 secret for tokens (required in token mode)",
+        default=None,
+    )
+    jwt_audience: str = setting(
+        "ROWCAST_JWT_AUDIENCE",
+        "expected `aud` claim (default rowcast)",
+        default="rowcast",
+    )
+    allowed_origins: tuple[str, ...] = setting(
+        "ROWCAST_ALLOWED_ORIGINS",
+        "comma-separated Origins allowed on /ws and /sse (default: same host)",
+        default=(),
+        parse=_split,
+    )
+    cors_origins: tuple[str, ...] = setting(
+        "ROWCAST_CORS_ORIGINS",
+        "comma-separated Origins given CORS headers",
+        default=(),
+        parse=_split,
+    )
+    retention: float = setting(
+        "ROWCAST_RETENTION",
+        "how long the change log keeps events; the notifier prunes every 5 min (default 24h)",
+        default=24 * 3600.0,
+        parse=parse_duration,
+    )
+    poll_interval: float = setting(
+        "ROWCAST_POLL_INTERVAL",
+        "the notifier reads the change log at least this often, wake-up or not (default 250ms)",
+        default=0.25,
+        parse=parse_duration,
+    )
+    client_checkpoint_interval: float = setting(
+        "ROWCAST_CLIENT_CHECKPOINT_INTERVAL",
+        "at most one checkpoint frame per client per interval (default 1s)",
+        default=1.0,
+        parse=parse_duration,
+    )
+    heartbeat: float = setting(
+        "ROWCAST_HEARTBEAT",
+        "WebSocket ping / SSE keep-alive interval (default 15s)",
+        default=15.0,
+        parse=parse_duration,
+    )
+    queue_messages: int = setting(
+        "ROWCAST_QUEUE_MESSAGES",
+        "per-client queue bound, messages (default 1000)",
+        default=1000,
+        parse=int,
+    )
+    queue_bytes: int = setting(
+        "ROWCAST_QUEUE_BYTES",
+        "per-client queue bound, bytes (default 4194304)",
+        default=4 * 1024 * 1024,
+        parse=int,
+    )
+    max_frame_bytes: int = setting(
+        "ROWCAST_MAX_FRAME_BYTES",
+        "largest client frame (default 65536)",
+        default=64 * 1024,
+        parse=int,
+    )
+    max_subscriptions: int = setting(
+        "ROWCAST_MAX_SUBSCRIPTIONS",
+        "subscriptions per socket (default 64)",
+        default=64,
+        parse=int,
+    )
+    max_client_rate: float = setting(
+        "ROWCAST_MAX_CLIENT_RATE",
+        "client frames per second per socket (default 50)",
+        default=50.0,
+        parse=float,
+    )
+    max_presence_rows: int = setting(
+        "ROWCAST_MAX_PRESENCE_ROWS",
+        "rows one socket may announce presence on at once (default 16)",
+        default=16,
+        parse=int,
+    )
+    max_connections_per_subject: int = setting(
+        "ROWCAST_MAX_CONNECTIONS_PER_SUBJECT",
+        "open sockets per token subject (default 32)",
+        default=32,
+        parse=int,
+    )
+    max_reads_per_subject: int = setting(
+        "ROWCAST_MAX_READS_PER_SUBJECT",
+        "change-log page reads (replays, long-poll) running at once per token subject; more queue (default 4)",
+        default=4,
+        parse=int,
+    )
+    read_timeout: float = setting(
+        "ROWCAST_READ_TIMEOUT",
+        "statement_timeout of one replay or long-poll page read: how long it may hold a pooled connection (default 10s)",
+        default=10.0,
+        parse=parse_duration,
+    )
+    max_longpolls_per_subject: int = setting(
+        "ROWCAST_MAX_LONGPOLLS_PER_SUBJECT",
+        "long-polls in flight per token subject (default 4)",
+        default=4,
+        parse=int,
+    )
+    max_longpolls: int = setting(
+        "ROWCAST_MAX_LONGPOLLS",
+        "long-polls in flight in all (default 256)",
+        default=256,
+        parse=int,
+    )
+    longpoll_scan_budget: int = setting(
+        "ROWCAST_LONGPOLL_SCAN_BUDGET",
+        "change-log rows one long-poll answer may read, whole transactions, before it answers (default 20000)",
+        default=20000,
+        parse=int,
+    )
+    max_body_bytes: int = setting(
+        "ROWCAST_MAX_BODY_BYTES",
+        "largest REST request body (default 1048576)",
+        default=1024 * 1024,
+        parse=int,
+    )
+    max_page_size: int = setting(
+        "ROWCAST_MAX_PAGE_SIZE",
+        "largest REST page (default 500)",
+        default=500,
+        parse=int,
+    )
+    api_tables: tuple[str, ...] = setting(
+        "ROWCAST_API_TABLES",
+        'comma-separated tables the REST API serves besides the demo ones, e.g. orders,sales."Q1" (Postgres name rules; `rowcast api --table` adds more)',
+        default=(),
+        parse=_table_list,
+    )
+    api_tables_file: Path | None = setting(
+        "ROWCAST_API_TABLES_FILE",
+        "a JSON file declaring served tables and, per table, its filter, sort and read_only columns",
+        default=None,
+        parse=Path,
+    )
+    wake_mode: str | None = setting(
+        "ROWCAST_WAKE_MODE",
+        "notify | coalesced: applied to the database by `rowcast migrate` and `up` when set",
+        default=None,
+    )
+    log_level: str = setting("ROWCAST_LOG_LEVEL", "DEBUG | INFO | WARNING (default INFO)", default="INFO")
+    startup_wait: float = setting(
+        "ROWCAST_STARTUP_WAIT",
+        "how long the notifier waits for its first LISTEN before serving (default 10s)",
+        default=10.0,
+        parse=parse_duration,
+    )
+    keep_db: bool = setting(
+        "ROWCAST_KEEP_DB",
+        "1: `rowcast up` leaves the embedded Postgres running when it stops",
+        default=False,
+        parse=_flag,
+    )
+    allowed_hosts: tuple[str, ...] = setting(
+        "ROWCAST_ALLOWED_HOSTS",
+        "comma-separated Host names (host or host:port, * for any) the servers answer; default: the loopback names with the port on a loopback bind, see Security",
+        default=(),
+        parse=_split,
+    )
+    trust_forwarded: bool = setting(
+        "ROWCAST_TRUST_FORWARDED",
+        "1: trust X-Forwarded-Host from a reverse proxy for the Host and Origin checks (default 0)",
+        default=False,
+        parse=_flag,
+    )
+    header_timeout: float = setting(
+        "ROWCAST_HEADER_TIMEOUT",
+        "a connection must send a request's full headers within this long (default 10s)",
+        default=10.0,
+        parse=parse_duration,
+    )
+    workers: int = setting(
+        "ROWCAST_WORKERS",
+        "processes serving the port for `notifier` and `up` (default: the CPU cores on Linux, else 1)",
+        factory=default_workers,
+        parse=int,
+    )
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with the given fields changed (None values are ignored, as from argparse)."""
@@ -236,7 +351,7 @@ class Settings:
             check_database_url(self.database_url)
         if self.auth not in ("open", "token"):
             raise ConfigError(f"ROWCAST_AUTH must be 'open' or 'token', not {self.auth!r}")
-        if self.wake_mode not in ("notify", "coalesced"):
+        if self.wake_mode not in (None, "notify", "coalesced"):
             raise ConfigError(f"ROWCAST_WAKE_MODE must be 'notify' or 'coalesced', not {self.wake_mode!r}")
         if self.auth == "token" and not self.jwt_secret:
             raise ConfigError("token auth needs ROWCAST_JWT_SECRET (or run with ROWCAST_AUTH=open)")
@@ -270,75 +385,26 @@ class Settings:
         return self.database_url is None
 
 
-def _split(value: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in value.split(",") if part.strip())
-
-
-def _table_list(value: str) -> tuple[str, ...]:
-    """Comma-separated table names; a comma inside a double-quoted part belongs to the name."""
-    parts: list[str] = []
-    current: list[str] = []
-    quoted = False
-    for char in value:
-        if char == '"':
-            quoted = not quoted
-        if char == "," and not quoted:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    return tuple(p.strip() for p in parts if p.strip())
-
-
-def _flag(value: str) -> bool:
-    return value.strip().lower() in ("1", "true", "yes", "on")
-
-
-_CONVERT: dict[str, Any] = {
-    "data_dir": Path,
-    "port": int,
-    "allowed_origins": _split,
-    "cors_origins": _split,
-    "retention": parse_duration,
-    "poll_interval": parse_duration,
-    "client_checkpoint_interval": parse_duration,
-    "heartbeat": parse_duration,
-    "startup_wait": parse_duration,
-    "keep_db": _flag,
-    "trust_forwarded": _flag,
-    "allowed_hosts": _split,
-    "header_timeout": parse_duration,
-    "queue_messages": int,
-    "queue_bytes": int,
-    "max_frame_bytes": int,
-    "max_subscriptions": int,
-    "max_client_rate": float,
-    "max_presence_rows": int,
-    "max_connections_per_subject": int,
-    "max_reads_per_subject": int,
-    "read_timeout": parse_duration,
-    "max_longpolls_per_subject": int,
-    "max_longpolls": int,
-    "longpoll_scan_budget": int,
-    "max_body_bytes": int,
-    "max_page_size": int,
-    "api_tables": _table_list,
-    "api_tables_file": Path,
-    "workers": int,
+# Derived from the declarations above: field name -> (environment variable, help); field -> parser.
+ENV: dict[str, Setting] = {f.name: f.metadata["setting"] for f in dataclasses.fields(Settings)}
+_CONVERT: dict[str, Callable[[str], Any]] = {
+    f.name: f.metadata["parse"] for f in dataclasses.fields(Settings)
 }
 
 
-def from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Settings from environment variables; keyword overrides (e.g. CLI flags) win when not None."""
+def from_env(
+    environ: Mapping[str, str] | None = None, *, defaults: Mapping[str, Any] | None = None, **overrides: Any
+) -> Settings:
+    """Settings from environment variables over a command's `defaults`; keyword overrides (e.g.
+    CLI flags) win when not None."""
     env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = dict(defaults or {})
     for name, setting in ENV.items():
         raw = env.get(setting.env)
         if raw is None or raw == "":
             continue
         try:
-            values[name] = _CONVERT.get(name, str)(raw)
+            values[name] = _CONVERT[name](raw)
         except ValueError as exc:
             raise ConfigError(f"{setting.env}={raw!r} is invalid: {exc}") from None
     if "database_url" not in values and any(env.get(k) for k in ("PGHOST", "PGDATABASE", "PGSERVICE")):

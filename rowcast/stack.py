@@ -35,7 +35,12 @@ from importlib import resources
 from pathlib import Path
 from types import FrameType
 
+from rowcast.args import command, serve_flags, settings_from_args
+from rowcast.database import connect_supported, run_database
+from rowcast.embedded import free_port
 from rowcast.errors import RowcastError
+from rowcast.hosts import LOOPBACK_NAMES, WILDCARD_BINDS, _is_loopback
+from rowcast.serving import check_port
 from rowcast.settings import Settings
 
 PLACEHOLDER = re.compile(r"\$\{(NGINX_[A-Z_]+)\}")
@@ -46,7 +51,7 @@ STOP_TIMEOUT = 20.0  # a server still draining after this long is killed
 
 def template() -> str:
     """deploy/nginx.conf.template, from the installed package (the wheel carries it)."""
-    return resources.files("deploy").joinpath("nginx.conf.template").read_text()
+    return resources.files("rowcast.deploy").joinpath("nginx.conf.template").read_text()
 
 
 def render(text: str, values: dict[str, str]) -> str:
@@ -88,8 +93,6 @@ def public_hosts(settings: Settings) -> str:
     its own port (the DNS-rebinding guard), so the Host a browser sends to nginx's port would be
     refused. This gives them the policy they would have if they were listening on nginx's address.
     """
-    from rowcast.hosts import LOOPBACK_NAMES, WILDCARD_BINDS, _is_loopback
-
     if settings.host in WILDCARD_BINDS:
         return "*" if settings.auth == "token" else ",".join(LOOPBACK_NAMES)
     if _is_loopback(settings.host):
@@ -275,8 +278,6 @@ def internal_ports(count: int, taken: set[int]) -> list[int]:
     """Distinct free loopback ports for the servers behind nginx, never the public port: nginx
     binds that one only after the servers started, so until then it looks free too (a replica
     or the api once got it, and nginx then failed to bind)."""
-    from rowcast.embedded import free_port
-
     ports: list[int] = []
     while len(ports) < count:
         port = free_port()
@@ -286,8 +287,6 @@ def internal_ports(count: int, taken: set[int]) -> list[int]:
 
 
 def run(settings: Settings, replicas: int, made_secret: bool, demo: bool = False) -> int:
-    from rowcast.commands import check_port
-
     if replicas < 1:
         raise RowcastError("--replicas must be 1 or more")
     nginx = find_nginx()
@@ -328,16 +327,13 @@ def banner(settings: Settings, stack: Stack, auth: str) -> None:
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
-    from rowcast.cli import settings_from_args
-    from rowcast.database import connect_supported, run_database
-
-    made = None if os.environ.get("ROWCAST_JWT_SECRET") else secrets.token_urlsafe(32)
+    made = secrets.token_urlsafe(32)  # the default: ROWCAST_JWT_SECRET wins when set
     settings = settings_from_args(args, auth="token", jwt_secret=made)
     with run_database(settings) as (url, started):
         # One line if Postgres does not answer, before any process is started.
         connect_supported(url, "rowcast-stack")
         demo = settings.database_url is None  # the embedded Postgres: a try-out, as `rowcast up`
-        code = run(settings.replace(database_url=url), args.replicas, made is not None, demo)
+        code = run(settings.replace(database_url=url), args.replicas, settings.jwt_secret == made, demo)
     print(
         "rowcast stack stopped" + ("; embedded Postgres stopped" if started and not settings.keep_db else "")
     )
@@ -345,9 +341,6 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from rowcast.cli import command
-    from rowcast.commands import _serve_flags
-
     p = command(
         sub,
         "stack",
@@ -358,5 +351,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "ROWCAST_JWT_SECRET a secret is made for this run (--auth open for local tries). "
         "Ctrl-C or SIGTERM stops all of it (exit status 0).",
     )
-    _serve_flags(p)
+    serve_flags(p)
     p.add_argument("--replicas", type=int, default=2, help="notifier replicas (default 2)")

@@ -37,7 +37,9 @@ from typing import Any
 from aiohttp import web
 
 from rowcast.errors import RowcastError
-from rowcast.settings import Settings
+from rowcast.notifier.state import WORKER
+from rowcast.serving import check_port, run_app
+from rowcast.settings import Settings, log_level
 
 log = logging.getLogger("rowcast.workers")
 
@@ -69,11 +71,8 @@ def build(factory: str, settings: Settings) -> web.Application:
 
 def serve(factory: str, settings: Settings, banner: Banner | None = None) -> int:
     """Serve `settings.port` until SIGINT/SIGTERM: in this process, or from `settings.workers` ones."""
-    from rowcast.commands import run_app
-
     if settings.workers == 1:
         return run_app(build(factory, settings), settings, banner)
-    from rowcast.commands import check_port
 
     check_port(settings.host, settings.port)
     return asyncio.run(Supervisor(factory, settings).run(banner))
@@ -259,8 +258,6 @@ def _exit_with_supervisor(channel: socket.socket) -> None:
 
 def mark(app: web.Application, index: int) -> None:
     """Name the worker on every response (and in /healthz): /metrics and /healthz are per process."""
-    from notifier.state import WORKER
-
     app[WORKER] = index
     value = str(index)
 
@@ -272,11 +269,9 @@ def mark(app: web.Application, index: int) -> None:
 
 def work(channel: socket.socket) -> int:
     """Serve one job until SIGTERM; a reason it could not start goes to the supervisor, not stderr."""
-    from rowcast.commands import run_app
-
     job = _receive(channel)
     logging.basicConfig(
-        level=os.environ.get("ROWCAST_LOG_LEVEL", "INFO").upper(),
+        level=log_level(),
         format=f"%(asctime)s %(levelname)s [worker {job.index}] %(name)s: %(message)s",
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -101,7 +101,7 @@ def as_role(url: str, role: str, password: str = ROLE_PASSWORD) -> str:
 
 def install_roles(url: str) -> None:
     """rowcast's cluster-wide roles: the explicit step a DBA takes once per server."""
-    from db import roles
+    from rowcast.db import roles
 
     with psycopg.connect(url, autocommit=True) as conn:
         roles.install(conn)
@@ -110,7 +110,7 @@ def install_roles(url: str) -> None:
 def install_with_demo(url: str) -> None:
     """What `rowcast up` does to a database: roles, migrations, then the demo tables (which tests
     rely on), each as its own explicit step."""
-    from db import demo, migrate
+    from rowcast.db import demo, migrate
 
     install_roles(url)
     migrate.upgrade(url)

@@ -42,7 +42,7 @@ class StaticFile:
     etag: str
 
 
-def load_files(package: str = "web") -> dict[str, StaticFile]:
+def load_files(package: str = "rowcast.web") -> dict[str, StaticFile]:
     """The servable files of `package` by name: only the known suffixes, never Python or JSON."""
     files: dict[str, StaticFile] = {}
     for entry in resources.files(package).iterdir():

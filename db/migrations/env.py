@@ -11,10 +11,9 @@ from __future__ import annotations
 import os
 
 from alembic import context
+from rowcast.db.models import Base
+from rowcast.db.urls import sqlalchemy_url
 from sqlalchemy import Connection, create_engine, pool
-
-from db.models import Base
-from db.urls import sqlalchemy_url
 
 SCHEMA = "rowcast"
 

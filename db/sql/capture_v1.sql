@@ -4,7 +4,7 @@
 CREATE SCHEMA rowcast;
 COMMENT ON SCHEMA rowcast IS 'rowcast change capture: log, triggers and helpers';
 
--- The durable change log. `id` orders changes of one row (DESIGN.md section 3); `xid` is what
+-- The durable change log. `id` orders changes of one row (docs/DESIGN.md, invariant 5); `xid` is what
 -- cursors are built on, since ids are handed out at INSERT time, not at COMMIT.
 CREATE TABLE rowcast.changes (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

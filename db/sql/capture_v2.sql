@@ -47,7 +47,7 @@ BEGIN
         RETURNING * INTO ch;
     END IF;
 
-    -- Wake-up mode (DESIGN.md section 7). In 'coalesced' mode a transaction NOTIFYs only if it
+    -- Wake-up mode (docs/DESIGN.md, invariant 2). In 'coalesced' mode a transaction NOTIFYs only if it
     -- claims the armed doorbell; the notifier re-arms it and reads the log. Everyone else skips the
     -- NOTIFY, and with it the cluster-wide commit lock that serialises notifying transactions.
     IF current_setting('rowcast.wake_mode', true) = 'coalesced' THEN

@@ -6,8 +6,8 @@ import os
 import subprocess
 
 import sqlalchemy as sa
+from rowcast.api.state import ENGINE
 
-from api.state import ENGINE
 from rowcast.embedded import binary
 from tests.integration.test_api_support import SECRET, api_client, changes, create, token
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import psycopg
 import pytest
 from aiohttp import test_utils
+from rowcast.api import store
+from rowcast.api.app import create_app
 
-from api import store
-from api.app import create_app
 from rowcast import database
 from rowcast.embedded import binary, free_port
 from rowcast.settings import Settings

@@ -13,6 +13,9 @@ import pytest
 import schemathesis
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
+from rowcast.api import openapi
+from rowcast.api.app import create_app
+from rowcast.api.resources import RESOURCES
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
@@ -24,9 +27,6 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from api import openapi
-from api.app import create_app
-from api.resources import RESOURCES
 from tests.integration.test_api_support import SECRET, api_client, token
 from tests.integration.test_api_support import settings as api_settings
 

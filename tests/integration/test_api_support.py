@@ -8,8 +8,8 @@ from typing import Any
 
 import psycopg
 from aiohttp import test_utils, web
+from rowcast.api.app import create_app
 
-from api.app import create_app
 from rowcast.auth import issue_token
 from rowcast.settings import Settings
 

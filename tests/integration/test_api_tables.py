@@ -13,10 +13,10 @@ import psycopg
 import pytest
 import schemathesis
 from aiohttp import test_utils
+from rowcast.api.app import create_app
+from rowcast.db import capture
+from rowcast.notifier.app import create_app as create_notifier
 
-from api.app import create_app
-from db import capture
-from notifier.app import create_app as create_notifier
 from rowcast.errors import ConfigError
 from tests.integration.test_api_support import SECRET, Client, create, settings, token
 from tests.servers import Process, free_port, rowcast_server, serve, settings_for, wait_healthy, ws_connect

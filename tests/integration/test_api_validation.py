@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 from aiohttp import test_utils, web
+from rowcast.api.app import setup
 
-from api.app import setup
 from tests.integration.test_api_support import Client, api_client, create, settings
 
 BOOK = {"title": "Dune", "author": "Herbert", "num_pages": 412, "owner": None}

@@ -12,8 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
-
-from db import capture
+from rowcast.db import capture
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from rowcast.db import capture, migrate
 
-from db import capture, migrate
 from rowcast.embedded import binary
 from rowcast.errors import CaptureError
 from tests.pg import ROLE_PASSWORD, Server, as_role

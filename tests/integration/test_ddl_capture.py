@@ -13,8 +13,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from rowcast.db import capture, migrate
 
-from db import capture, migrate
 from tests.integration.test_capture import rowcast_cli
 from tests.pg import ROLE_PASSWORD, Server, as_role
 

@@ -18,12 +18,12 @@ from typing import Any
 import aiohttp
 import psycopg
 import pytest
+from rowcast.notifier.app import create_app
+from rowcast.notifier.hub import Hub
+from rowcast.notifier.listener import Listener
+from rowcast.notifier.replay import Pool
+from rowcast.notifier.source import PgChangeSource
 
-from notifier.app import create_app
-from notifier.hub import Hub
-from notifier.listener import Listener
-from notifier.replay import Pool
-from notifier.source import PgChangeSource
 from tests.pg import ROLE_PASSWORD, as_role
 from tests.servers import WsClient, serve, settings_for, ws_connect
 

@@ -9,8 +9,8 @@ from typing import Any
 import aiohttp
 import psycopg
 import pytest
+from rowcast.notifier.app import create_app
 
-from notifier.app import create_app
 from tests.servers import serve, settings_for, wait_healthy, ws_connect
 
 AConn = psycopg.AsyncConnection[tuple[Any, ...]]

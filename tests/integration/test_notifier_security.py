@@ -12,8 +12,8 @@ import aiohttp
 import jwt
 import psycopg
 import pytest
+from rowcast.notifier.app import create_app
 
-from notifier.app import create_app
 from rowcast.auth import issue_token
 from tests.servers import Process, free_port, serve, settings_for, wait_healthy, wait_port, ws_connect
 

@@ -24,9 +24,9 @@ import psycopg
 import pytest
 from alembic import command
 from alembic.config import Config
+from rowcast.db import demo, migrate
+from rowcast.db.urls import sqlalchemy_url
 
-from db import demo, migrate
-from db.urls import sqlalchemy_url
 from rowcast.embedded import EmbeddedPostgres, binary
 from tests.integration.test_cli import ROWCAST, rowcast
 from tests.pg import ROLE_PASSWORD, Server, as_role, install_roles

@@ -14,8 +14,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from rowcast.notifier.app import create_app
 
-from notifier.app import create_app
 from rowcast.auth import issue_token
 from tests.servers import WsClient, rowcast_server, serve, settings_for, wait_healthy, ws_connect
 

@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 import psycopg
 import pytest
+from rowcast.notifier.app import create_app
 
-from notifier.app import create_app
 from rowcast.client import Change, RowRule, subscribe
 from rowcast.embedded import EmbeddedPostgres
 from tests.pg import install_with_demo

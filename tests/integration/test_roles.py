@@ -9,8 +9,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from rowcast.notifier.app import create_app
 
-from notifier.app import create_app
 from tests.pg import ROLE_PASSWORD, as_role
 from tests.servers import serve, settings_for, wait_healthy, ws_connect
 
@@ -86,8 +86,7 @@ async def test_retention_prunes_once_per_round_and_a_least_privilege_role_may_no
     login: Any, conn: Conn, db_url: str
 ) -> None:
     from psycopg_pool import AsyncConnectionPool
-
-    from notifier.retention import prune_once
+    from rowcast.notifier.retention import prune_once
 
     conn.execute("INSERT INTO books (title) VALUES ('old'), ('older')")
     conn.execute("UPDATE rowcast.changes SET at = now() - interval '2 days'")

@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 import psycopg
 import pytest
+from rowcast.notifier.app import create_app
 
-from notifier.app import create_app
 from tests.servers import WsClient, serve, settings_for, ws_connect
 
 Conn = psycopg.Connection[tuple[Any, ...]]

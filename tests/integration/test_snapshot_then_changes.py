@@ -9,8 +9,8 @@ from typing import Any
 
 import aiohttp
 import psycopg
+from rowcast.notifier.snapshot import Snapshot
 
-from notifier.snapshot import Snapshot
 from rowcast.client import RowRule, subscribe
 from rowcast.server import create_app
 from tests.servers import serve, settings_for, wait_healthy, wait_until

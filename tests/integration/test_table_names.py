@@ -11,9 +11,9 @@ from typing import Any
 import aiohttp
 import psycopg
 import pytest
+from rowcast.db import capture
+from rowcast.notifier.app import create_app
 
-from db import capture
-from notifier.app import create_app
 from rowcast.errors import CaptureError
 from tests.servers import serve, settings_for, ws_connect
 

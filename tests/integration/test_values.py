@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 import psycopg
 import pytest
+from rowcast.notifier.app import create_app
 
-from notifier.app import create_app
 from rowcast import jsonexact
 from rowcast.client import Change, subscribe
 from tests.servers import serve, settings_for, wait_healthy, ws_connect

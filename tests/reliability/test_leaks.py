@@ -17,9 +17,9 @@ import aiohttp
 import psycopg
 import pytest
 from aiohttp import web
+from rowcast.notifier.app import create_app
+from rowcast.notifier.state import ACCESS, LISTENER, LONGPOLLS, NOTIFIER, SOCKETS, STREAMS
 
-from notifier.app import create_app
-from notifier.state import ACCESS, LISTENER, LONGPOLLS, NOTIFIER, SOCKETS, STREAMS
 from rowcast.client import subscribe
 from tests.servers import serve, settings_for, wait_healthy, wait_until, ws_connect
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from rowcast.notifier.app import create_app
 
-from notifier.app import create_app
 from tests.reliability.clients import Feed
 from tests.reliability.model import T_DDL, Snap, View
 from tests.servers import serve, settings_for, wait_healthy, ws_connect

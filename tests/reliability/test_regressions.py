@@ -10,15 +10,15 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
+from rowcast.notifier.app import create_app
+from rowcast.notifier.events import Event
+from rowcast.notifier.filters import Filter
+from rowcast.notifier.hub import LIVE, Session, Subscription
+from rowcast.notifier.outbox import Outbox
+from rowcast.notifier.replay import LogReader, ReadGate
+from rowcast.notifier.snapshot import Snapshot
+from rowcast.notifier.state import LISTENER, NOTIFIER
 
-from notifier.app import create_app
-from notifier.events import Event
-from notifier.filters import Filter
-from notifier.hub import LIVE, Session, Subscription
-from notifier.outbox import Outbox
-from notifier.replay import LogReader, ReadGate
-from notifier.snapshot import Snapshot
-from notifier.state import LISTENER, NOTIFIER
 from rowcast.auth import OPEN
 from tests.reliability.clients import Feed
 from tests.reliability.model import T_DDL, View, digest, key_of

@@ -13,8 +13,8 @@ import asyncio
 from typing import Any
 
 import psycopg
+from rowcast.notifier.app import create_app
 
-from notifier.app import create_app
 from tests.servers import serve, settings_for, wait_healthy, ws_connect
 
 AConn = psycopg.AsyncConnection[tuple[Any, ...]]

@@ -12,9 +12,9 @@ import aiohttp
 import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
+from rowcast.notifier.replay import CursorExpired, LogReader, ReadGate
+from rowcast.notifier.snapshot import Snapshot
 
-from notifier.replay import CursorExpired, LogReader, ReadGate
-from notifier.snapshot import Snapshot
 from tests.security.conftest import TOKEN_ENV, bearer, token
 from tests.servers import rowcast_server, ws_connect
 

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from rowcast.notifier import ws as ws_module
+from rowcast.notifier.app import create_app
+from rowcast.notifier.outbox import Frame, Outbox
 
-from notifier import ws as ws_module
-from notifier.app import create_app
-from notifier.outbox import Frame, Outbox
 from tests.servers import serve, settings_for, wait_healthy, ws_connect
 
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from api.middleware import choose_request_id
+from rowcast.api.middleware import choose_request_id
 
 
 def test_importing_and_building_the_api_loads_no_notifier_and_opens_no_connection() -> None:
     code = (
         "import sys\n"
-        "import api.app\n"
+        "from rowcast.api import app as api_app\n"
         "from rowcast.settings import Settings\n"
-        "api.app.create_app(Settings(database_url='postgresql://nobody@127.0.0.1:1/x', auth='open'))\n"
-        "loaded = sorted(m for m in sys.modules if m == 'notifier' or m.startswith('notifier.'))\n"
+        "api_app.create_app(Settings(database_url='postgresql://nobody@127.0.0.1:1/x', auth='open'))\n"
+        "loaded = sorted(m for m in sys.modules if m == 'rowcast.notifier' or m.startswith('rowcast.notifier.'))\n"
         "assert not loaded, loaded\n"
         "assert 'rowcast.embedded' not in sys.modules\n"
     )

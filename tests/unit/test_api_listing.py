@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 from multidict import MultiDict
+from rowcast.api import listing
+from rowcast.api.errors import ApiError
+from rowcast.api.resources import BOOKS
 from sqlalchemy.dialects import postgresql
-
-from api import listing
-from api.errors import ApiError
-from api.resources import BOOKS
 
 
 def parse(query: str, max_page_size: int = 500) -> listing.ListQuery:

@@ -8,13 +8,13 @@ import pytest
 import schemathesis
 import sqlalchemy as sa
 from aiohttp import web
+from rowcast.api import openapi
+from rowcast.api.app import create_app, setup
+from rowcast.api.fields import Limits
+from rowcast.api.resources import RESOURCES, Resource
+from rowcast.db.models import Versioned
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from api import openapi
-from api.app import create_app, setup
-from api.fields import Limits
-from api.resources import RESOURCES, Resource
-from db.models import Versioned
 from rowcast.settings import Settings
 
 SECRET = "unit-secret-unit-secret-unit-secret"

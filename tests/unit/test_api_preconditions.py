@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 from aiohttp.test_utils import make_mocked_request
-
-from api.errors import ApiError
-from api.preconditions import IfMatch, etag, if_match
+from rowcast.api.errors import ApiError
+from rowcast.api.preconditions import IfMatch, etag, if_match
 
 
 def parsed(value: str | None) -> IfMatch:

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from rowcast.api.fields import Field, FieldError, Limits
+from rowcast.api.reflect import _writable
+from rowcast.api.resources import Resource
 from sqlalchemy.dialects import postgresql
 
-from api.fields import Field, FieldError, Limits
-from api.reflect import _writable
-from api.resources import Resource
 from rowcast.errors import ConfigError
 from rowcast.settings import from_env
 

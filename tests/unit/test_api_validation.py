@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from api.errors import ApiError
-from api.resources import AUTHORS, BOOKS
-from api.validation import is_json, validate
+from rowcast.api.errors import ApiError
+from rowcast.api.resources import AUTHORS, BOOKS
+from rowcast.api.validation import is_json, validate
 
 
 def errors(body: Any, mode: str = "create") -> dict[str, str]:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from notifier.filters import BOOLEAN, DATETIME, NUMERIC, STRING, Filter, FilterError
+from rowcast.notifier.filters import BOOLEAN, DATETIME, NUMERIC, STRING, Filter, FilterError
 
 COLUMNS = {
     "id": NUMERIC,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from rowcast.notifier.filters import NUMERIC, Filter, FilterError
 
-from notifier.filters import NUMERIC, Filter, FilterError
 from rowcast import jsonexact
 
 COLUMNS = {"price": NUMERIC}

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 
-from notifier.filters import Filter
-from notifier.hub import LIVE, Hub, Session, Subscription
-from notifier.outbox import Outbox
+from rowcast.notifier.filters import Filter
+from rowcast.notifier.hub import LIVE, Hub, Session, Subscription
+from rowcast.notifier.outbox import Outbox
+
 from rowcast.auth import OPEN
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from notifier.events import Event
-from notifier.filters import NUMERIC, STRING, Filter
-from notifier.hub import LIVE, Hub, Session, Subscription, encode_view
-from notifier.outbox import Outbox
+from rowcast.notifier.events import Event
+from rowcast.notifier.filters import NUMERIC, STRING, Filter
+from rowcast.notifier.hub import LIVE, Hub, Session, Subscription, encode_view
+from rowcast.notifier.outbox import Outbox
+
 from rowcast import jsonexact
 from rowcast.auth import OPEN
 

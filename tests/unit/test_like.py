@@ -8,8 +8,7 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from notifier.like import MAX_PATTERN, Like, LikeSyntaxError
+from rowcast.notifier.like import MAX_PATTERN, Like, LikeSyntaxError
 
 
 def reference(pattern: str) -> re.Pattern[str]:

@@ -9,11 +9,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-
-from notifier.events import Event
-from notifier.listener import Listener
-from notifier.snapshot import Snapshot
-from notifier.testing import InMemoryChangeSource, InMemoryDatabase
+from rowcast.notifier.events import Event
+from rowcast.notifier.listener import Listener
+from rowcast.notifier.snapshot import Snapshot
+from rowcast.notifier.testing import InMemoryChangeSource, InMemoryDatabase
 
 
 class Recorder:

@@ -6,8 +6,17 @@ from decimal import Decimal
 from types import SimpleNamespace
 
 import pytest
+from rowcast.notifier.presence import (
+    NAME_MAX,
+    PK_MAX,
+    Entry,
+    Mine,
+    PresenceError,
+    _who,
+    canonical_pk,
+    display_name,
+)
 
-from notifier.presence import NAME_MAX, PK_MAX, Entry, Mine, PresenceError, _who, canonical_pk, display_name
 from rowcast.auth import OPEN, Principal
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from notifier.events import Event
-from notifier.filters import Filter
-from notifier.hub import LIVE, Hub, Session, Subscription
-from notifier.outbox import Outbox
-from notifier.schema import TableChange
+from rowcast.notifier.events import Event
+from rowcast.notifier.filters import Filter
+from rowcast.notifier.hub import LIVE, Hub, Session, Subscription
+from rowcast.notifier.outbox import Outbox
+from rowcast.notifier.schema import TableChange
+
 from rowcast.auth import OPEN, Principal
 
 BOOKS = {"id": "N", "title": "S", "owner": "S"}

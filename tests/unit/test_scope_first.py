@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from notifier.filters import Filter
-from notifier.hub import Session, Subscription
-from notifier.outbox import Outbox
+from rowcast.notifier.filters import Filter
+from rowcast.notifier.hub import Session, Subscription
+from rowcast.notifier.outbox import Outbox
+
 from rowcast.auth import Principal
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from notifier.snapshot import BadCursor, Snapshot
+from rowcast.notifier.snapshot import BadCursor, Snapshot
 
 
 def test_parse_and_format_round_trip() -> None:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from db import sqlfiles
+from rowcast.db import sqlfiles
 
 
 def test_without_leaves_out_exactly_the_lines_named() -> None:

@@ -54,8 +54,8 @@ def test_render_refuses_a_placeholder_without_a_value() -> None:
 def test_internal_ports_never_take_the_public_port(monkeypatch: pytest.MonkeyPatch) -> None:
     """Regression (CI): the api got the stack's public port, free until nginx binds it, and nginx
     then failed to bind; the servers behind nginx never get it, nor one another's."""
-    from rowcast import embedded, stack
+    from rowcast import stack
 
     offered = iter([8080, 9001, 9001, 8080, 9002, 9003])
-    monkeypatch.setattr(embedded, "free_port", lambda: next(offered))
+    monkeypatch.setattr(stack, "free_port", lambda: next(offered))
     assert stack.internal_ports(3, taken={8080}) == [9001, 9002, 9003]

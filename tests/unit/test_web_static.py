@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-import web as web_page
+from rowcast import web as web_page
 from rowcast.settings import Settings
 
 

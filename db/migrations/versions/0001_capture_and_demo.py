@@ -11,8 +11,7 @@ Revises:
 from __future__ import annotations
 
 from alembic import op
-
-from db import sqlfiles
+from rowcast.db import sqlfiles
 
 revision = "0001"
 down_revision = None

@@ -7,8 +7,7 @@ Revises: 0001
 from __future__ import annotations
 
 from alembic import op
-
-from db import sqlfiles
+from rowcast.db import sqlfiles
 
 revision = "0002"
 down_revision = "0001"

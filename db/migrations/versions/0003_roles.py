@@ -11,8 +11,7 @@ Revises: 0002
 from __future__ import annotations
 
 from alembic import op
-
-from db import sqlfiles
+from rowcast.db import sqlfiles
 
 revision = "0003"
 down_revision = "0002"

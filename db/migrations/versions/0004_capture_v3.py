@@ -7,8 +7,7 @@ Revises: 0003
 from __future__ import annotations
 
 from alembic import op
-
-from db import sqlfiles
+from rowcast.db import sqlfiles
 
 revision = "0004"
 down_revision = "0003"

@@ -9,8 +9,7 @@ from __future__ import annotations
 import logging
 
 from alembic import op
-
-from db import sqlfiles
+from rowcast.db import sqlfiles
 
 revision = "0005"
 down_revision = "0004"

@@ -7,8 +7,7 @@ Revises: 0005
 from __future__ import annotations
 
 from alembic import op
-
-from db import sqlfiles
+from rowcast.db import sqlfiles
 
 revision = "0006"
 down_revision = "0005"
