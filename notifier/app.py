@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import psycopg
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
 from rowcast.notifier.access import ConnectionLimiter, LongPollLimiter, json_error, principal_for
 from rowcast.notifier.catalog import Catalog
@@ -27,6 +27,7 @@ from rowcast.notifier.ws import websocket
 from rowcast import hosts
 from rowcast.auth import AuthError
 from rowcast.settings import Settings
+from rowcast.wire import Close
 
 log = logging.getLogger("rowcast.notifier")
 
@@ -123,7 +124,7 @@ def setup(app: web.Application, settings: Settings) -> None:
         open_sockets: set[web.WebSocketResponse] = app[SOCKETS]
         sockets = tuple(open_sockets)
         await asyncio.gather(
-            *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down") for ws in sockets),
+            *(ws.close(code=Close.GOING_AWAY, message=b"server shutting down") for ws in sockets),
             return_exceptions=True,
         )
 

@@ -21,6 +21,7 @@ from rowcast.notifier.snapshot import Snapshot
 
 from rowcast import jsonexact
 from rowcast.auth import Principal
+from rowcast.wire import Close
 
 log = logging.getLogger("rowcast.notifier.hub")
 
@@ -203,7 +204,7 @@ class Subscription:
         if self.state == REPLAYING:
             self.buffer.append(event)
             if len(self.buffer) > self.session.outbox.max_messages * 10:
-                self.session.close(4008, "slow consumer: too many changes during replay")
+                self.session.close(Close.SLOW, "slow consumer: too many changes during replay")
             return
         self.session.deliver(self, event)
 
@@ -228,7 +229,7 @@ class Session:
         self,
         principal: Principal,
         outbox: Outbox,
-        on_close: Callable[[int, str], None],
+        on_close: Callable[[int | None, str], None],
         on_drop: Callable[[], None] | None = None,
         on_end: Callable[[Subscription], None] | None = None,
     ) -> None:
@@ -320,9 +321,10 @@ class Session:
     def _overflow(self) -> None:
         if self._on_drop is not None:
             self._on_drop()
-        self.close(4008, "slow consumer: resume from your last cursor")
+        self.close(Close.SLOW, "slow consumer: resume from your last cursor")
 
-    def close(self, code: int, reason: str) -> None:
+    def close(self, code: int | None, reason: str) -> None:
+        """Close with `code`; None: the connection is already lost (no close frame is sent)."""
         if not self.closed:
             self.closed = True
             self._on_close(code, reason)

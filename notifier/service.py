@@ -81,7 +81,7 @@ class Notifier:
         self.messages_out = {t: metrics.messages_out.labels(t) for t in ("ws", "sse", "longpoll")}
 
     def open_session(
-        self, principal: Principal, on_close: Callable[[int, str], None], transport: str
+        self, principal: Principal, on_close: Callable[[int | None, str], None], transport: str
     ) -> Session:
         session = Session(
             principal,

@@ -13,6 +13,7 @@ from rowcast.notifier.service import Notifier, ProtocolError, run_writer
 from rowcast.notifier.state import ACCESS, NOTIFIER, STREAMS
 
 from rowcast import jsoninput
+from rowcast.wire import Close
 
 
 def subscription_frame(query: Any, cursor: str | None) -> dict[str, Any]:
@@ -53,8 +54,9 @@ async def sse(request: web.Request) -> web.StreamResponse:
     closing: dict[str, Any] = {}
     done = asyncio.Event()
 
-    def on_close(code: int, reason: str) -> None:
-        closing.update(code=code, reason=reason)
+    def on_close(code: int | None, reason: str) -> None:
+        if code is not None:  # None: the stream is already gone
+            closing.update(code=code, reason=reason)
         done.set()
 
     session = notifier.open_session(principal, on_close, "sse")
@@ -97,7 +99,7 @@ async def sse(request: web.Request) -> web.StreamResponse:
             tasks.append(asyncio.create_task(asyncio.sleep(max(seconds, 0)), name="rowcast-sse-expiry"))
         finished, _ = await asyncio.wait(tasks[1:], return_when=asyncio.FIRST_COMPLETED)
         if seconds is not None and tasks[-1] in finished and not closing:
-            closing.update(code=4001, reason="token expired")
+            closing.update(code=Close.AUTH, reason="token expired")
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -13,12 +13,10 @@ from rowcast.notifier.service import Notifier, ProtocolError
 from rowcast.notifier.state import ACCESS, NOTIFIER, SOCKETS
 
 from rowcast import jsoninput
+from rowcast.wire import Close
 
 log = logging.getLogger("rowcast.notifier.ws")
 
-CLOSE_AUTH = 4001
-CLOSE_SLOW = 4008
-CLOSE_RATE = 4029
 LINGER = 1.0  # seconds a writer task waits for more frames before it ends
 
 
@@ -49,7 +47,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     closers: list[asyncio.Task[None]] = []
     tasks: list[asyncio.Task[Any]] = []  # subscribe/replay tasks (a list: an empty set costs 4x)
 
-    def on_close(code: int, reason: str) -> None:
+    def on_close(code: int | None, reason: str) -> None:
         if not closers:
             closers.append(asyncio.create_task(_close(ws, request, code, reason), name="rowcast-ws-close"))
 
@@ -66,7 +64,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         seconds = principal.seconds_left()
         if seconds is not None:
             expiry = asyncio.get_running_loop().call_later(
-                max(seconds, 0), session.close, CLOSE_AUTH, "token expired"
+                max(seconds, 0), session.close, Close.AUTH, "token expired"
             )
         await _read(ws, notifier, session, tasks)
     finally:
@@ -129,10 +127,14 @@ class Writer:
                     await self.ws.send_str(frame.data)
                 self.out.inc(len(batch))
         except ConnectionError:
-            session.close(1006, "connection lost")
+            session.close(None, "connection lost")  # no close frame: 1006 is never sent
 
 
-async def _close(ws: web.WebSocketResponse, request: web.Request, code: int, reason: str) -> None:
+async def _close(ws: web.WebSocketResponse, request: web.Request, code: int | None, reason: str) -> None:
+    if code is None:  # the connection is gone: nothing to say, nobody to say it to
+        if request.transport is not None:
+            request.transport.abort()
+        return
     try:
         async with asyncio.timeout(10):
             await ws.close(code=code, message=reason.encode()[:120])
@@ -153,7 +155,7 @@ async def _read(
             break
         if not limiter.allow():
             if limiter.violations > 3 * limiter.capacity:
-                session.close(CLOSE_RATE, "too many messages")
+                session.close(Close.RATE, "too many messages")
                 return
             session.send("error", {"code": "rate_limited", "message": "too many messages; slow down"})
             continue

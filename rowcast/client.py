@@ -28,10 +28,11 @@ from typing import Any
 import aiohttp
 
 from rowcast import jsonexact, names
+from rowcast.wire import Close
 
 log = logging.getLogger("rowcast.client")
 
-CLOSE_AUTH, CLOSE_SLOW = 4001, 4008
+CLOSE_AUTH, CLOSE_SLOW = Close.AUTH, Close.SLOW
 
 
 UNDECODABLE = "undecodable_change"
