@@ -272,7 +272,7 @@ class Replay:
 
 
 def _by_xid_id(row: Row) -> tuple[int, int]:
-    return int(row[1]), int(row[0])  # a log row: (id, xid::text, ...)
+    return int(row[1]), int(row[0])  # LogRow: (id, xid::text, ...)
 
 
 def _params(since: Snapshot, table: tuple[str, str], limit: int) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from aiohttp import web
-from rowcast.notifier.access import admit
+from rowcast.notifier.access import admit, json_error
 from rowcast.notifier.outbox import Frame
 from rowcast.notifier.service import Notifier, ProtocolError, run_writer
 from rowcast.notifier.state import ACCESS, NOTIFIER, STREAMS
@@ -67,7 +67,7 @@ async def sse(request: web.Request) -> web.StreamResponse:
             spec = await notifier.parse(session, subscription_frame(request.query, cursor))
         except ProtocolError as exc:
             status = 403 if exc.code == "forbidden" else 400
-            return web.json_response({"error": exc.code, "message": exc.message}, status=status)
+            return json_error(status, exc.code, exc.message)
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
