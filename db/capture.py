@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from rowcast.db import queries
 
 from rowcast import names
 from rowcast.errors import CaptureError
@@ -112,11 +113,8 @@ def status(conn: Conn, table: str | None = None) -> list[TableStatus]:
 
 
 def prune(conn: Conn, older_than_seconds: float) -> tuple[int, str | None]:
-    """Remove log rows older than the given age; returns (rows removed, highest xid ever pruned)."""
-    with conn.transaction():
-        row = conn.execute(
-            "SELECT removed, pruned_xid::text FROM rowcast.prune(make_interval(secs => %s))",
-            (older_than_seconds,),
-        ).fetchone()
-    assert row is not None
-    return int(row[0] or 0), (str(row[1]) if row[1] is not None else None)
+    """Remove log rows older than the given age, after any prune a notifier is running; returns
+    (rows removed, highest xid ever pruned)."""
+    done = queries.prune(conn, older_than_seconds, wait=True)
+    assert done is not None
+    return done

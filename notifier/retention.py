@@ -6,24 +6,16 @@ import asyncio
 import logging
 
 import psycopg
+from rowcast.db import queries
 from rowcast.notifier.replay import Pool
 
 log = logging.getLogger("rowcast.notifier.retention")
 
-# pg_try_advisory_xact_lock key: one replica prunes at a time, the others skip that round.
-LOCK_KEY = 0x726F7763  # 'rowc'
-
-
 async def prune_once(pool: Pool, retention: float) -> int | None:
     """Prune log rows older than `retention` seconds; None if another replica holds the lock."""
-    async with pool.connection() as conn, conn.transaction():
-        locked = await (await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (LOCK_KEY,))).fetchone()
-        if not locked or not locked[0]:
-            return None
-        row = await (
-            await conn.execute("SELECT removed FROM rowcast.prune(make_interval(secs => %s))", (retention,))
-        ).fetchone()
-    return int(row[0] or 0) if row else 0
+    async with pool.connection() as conn:
+        done = await queries.prune_async(conn, retention)
+    return None if done is None else done[0]
 
 
 async def prune_forever(pool: Pool, retention: float, every: float = 300.0) -> None:

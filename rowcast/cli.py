@@ -14,7 +14,7 @@ import psycopg
 from rowcast import __version__, commands, names, stack
 from rowcast.args import Handler, Parser, add_db_flags, command, settings_from_args
 from rowcast.database import connect, connect_supported, embedded, migration_errors, resolve_url
-from rowcast.db import capture, demo, migrate, roles
+from rowcast.db import capture, demo, migrate, queries, roles
 from rowcast.embedded import binary
 from rowcast.errors import RowcastError
 from rowcast.settings import Settings, log_level, parse_duration
@@ -95,7 +95,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     print(f"migrated to {args.revision}: {MIGRATE_SCOPE}")
     if settings.wake_mode:
         with _connect(settings) as conn:
-            print(conn.execute("SELECT rowcast.set_wake_mode(%s)", (settings.wake_mode,)).fetchone()[0])
+            print(queries.set_wake_mode(conn, settings.wake_mode))
     return 0
 
 
@@ -166,9 +166,9 @@ def cmd_capture(args: argparse.Namespace) -> int:
 def cmd_wake_mode(args: argparse.Namespace) -> int:
     with _connect(settings_from_args(args, auth="open")) as conn:
         if args.mode is None:
-            print(conn.execute("SELECT rowcast.wake_mode()").fetchone()[0])
+            print(queries.wake_mode(conn))
         else:
-            print(conn.execute("SELECT rowcast.set_wake_mode(%s)", (args.mode,)).fetchone()[0])
+            print(queries.set_wake_mode(conn, args.mode))
     return 0
 
 

@@ -24,7 +24,7 @@ from rowcast.auth import issue_token
 from rowcast.client import ResyncRequired, SubscriptionError, default_url, subscribe
 from rowcast.database import connect, connect_supported, migration_errors, resolve_url, run_database
 from rowcast.db import demo as demo_tables
-from rowcast.db import migrate, roles
+from rowcast.db import migrate, queries, roles
 from rowcast.embedded import binary
 from rowcast.errors import ConfigError, RowcastError, Unreachable
 from rowcast.serving import check_port, run_app
@@ -118,7 +118,7 @@ def _serve_up(settings: Settings, demo: bool) -> int:
             print(note)
     with connect(url, "rowcast-up") as conn:
         if settings.wake_mode:
-            conn.execute("SELECT rowcast.set_wake_mode(%s)", (settings.wake_mode,))
+            queries.set_wake_mode(conn, settings.wake_mode)
         made = demo_tables.install(conn)
         if made:
             print(f"demo: created {', '.join('public.' + t for t in made)} (rowcast demo remove drops them)")
