@@ -103,6 +103,10 @@ ENV: dict[str, Setting] = {
     "max_presence_rows": Setting(
         "ROWCAST_MAX_PRESENCE_ROWS", "rows one socket may announce presence on at once (default 16)"
     ),
+    "presence_timeout": Setting(
+        "ROWCAST_PRESENCE_TIMEOUT",
+        "presence outlives a silent WebSocket (pinged meanwhile) or a dead notifier by at most this (default 3s)",
+    ),
     "max_connections_per_subject": Setting(
         "ROWCAST_MAX_CONNECTIONS_PER_SUBJECT", "open sockets per token subject (default 32)"
     ),
@@ -208,6 +212,7 @@ class Settings:
     max_subscriptions: int = 64
     max_client_rate: float = 50.0
     max_presence_rows: int = 16
+    presence_timeout: float = 3.0
     max_connections_per_subject: int = 32
     max_reads_per_subject: int = 4
     read_timeout: float = 10.0
@@ -248,6 +253,10 @@ class Settings:
             raise ConfigError("ROWCAST_HEADER_TIMEOUT must be more than 0")
         if self.workers < 1:
             raise ConfigError(f"--workers (ROWCAST_WORKERS) must be 1 or more, not {self.workers}")
+        if not 0.5 <= self.presence_timeout <= 300:
+            raise ConfigError(
+                f"ROWCAST_PRESENCE_TIMEOUT must be between 500ms and 300s, not {self.presence_timeout}s"
+            )
         if self.read_timeout < 0.001:
             raise ConfigError("ROWCAST_READ_TIMEOUT must be at least 1ms (0 would mean no limit)")
         for name in (
@@ -315,6 +324,7 @@ _CONVERT: dict[str, Any] = {
     "max_subscriptions": int,
     "max_client_rate": float,
     "max_presence_rows": int,
+    "presence_timeout": parse_duration,
     "max_connections_per_subject": int,
     "max_reads_per_subject": int,
     "read_timeout": parse_duration,
