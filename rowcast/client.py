@@ -155,6 +155,22 @@ class Presence:
             self.mine[key] = (pk, state)
         await self._send(pk, state)
 
+    def follow(self, change: Change) -> bool:
+        """A change that moved a row to a new key (an update whose `old` holds key columns): the
+        server moved this client's presence on it along, so follow (docs/PROTOCOL.md "Presence")."""
+        if change.op != "update" or not change.old or not isinstance(change.pk, dict):
+            return False
+        if not any(column in change.old for column in change.pk):
+            return False
+        before = {column: change.old.get(column, value) for column, value in change.pk.items()}
+        was = self.mine.pop(jsonexact.dumps(before, sort_keys=True), None)
+        if was is None:
+            return False
+        key = jsonexact.dumps(change.pk, sort_keys=True)
+        if self.mine.get(key, (None, None))[1] != "editing":
+            self.mine[key] = (change.pk, was[1])
+        return True
+
     def others(self, pk: dict[str, Any] | None = None) -> list[Seen]:
         """Who else is there: on every row, or on the row `pk`."""
         seen = sorted(self._others.values(), key=lambda s: s.since)
@@ -346,6 +362,8 @@ async def subscribe(
                             else:
                                 change = Change.undecodable(data, raw)
                             if rule.admit(change):
+                                if presence is not None:
+                                    presence.follow(change)
                                 yield change
                         elif kind == "error" and data.get("code") == UNDECODABLE and "id" in data:
                             # The server could not filter or project one change: say so, go on.

@@ -180,6 +180,7 @@ export class Connection {
       case "change":
         if (!sub || sub.failed) return;
         if (frame.id !== undefined && !sub.seen.add(frame.id)) return; // a replayed duplicate
+        sub.presenceBook.follow(frame); // a re-keyed row: the server moved our presence on it
         sub._change(frame);
         return;
       case "checkpoint":

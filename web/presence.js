@@ -31,6 +31,24 @@ export class PresenceBook {
     return before !== (state ?? null);
   }
 
+  /**
+   * A change frame: an update whose `old` holds key columns moved the row to a new key, and the
+   * server moved this page's presence on it along (docs/PROTOCOL.md "Presence", key changes).
+   * Follow it, so a withdrawal or a new socket names the new key. Returns true when it did.
+   */
+  follow(change) {
+    if (!change || change.op !== "update" || !change.old || !change.pk || typeof change.pk !== "object") return false;
+    const columns = Object.keys(change.pk);
+    if (!columns.some((c) => Object.hasOwn(change.old, c))) return false;
+    const before = Object.fromEntries(columns.map((c) => [c, Object.hasOwn(change.old, c) ? change.old[c] : change.pk[c]]));
+    const was = this.mine.get(canonicalJson(before));
+    if (!was) return false;
+    this.mine.delete(canonicalJson(before));
+    const key = canonicalJson(change.pk);
+    if (this.mine.get(key)?.state !== "editing") this.mine.set(key, { pk: change.pk, state: was.state });
+    return true;
+  }
+
   /** Everything this page announces, to send again on a new socket. */
   announced() {
     return [...this.mine.values()];

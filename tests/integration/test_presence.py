@@ -399,3 +399,36 @@ async def test_presence_follows_a_row_whose_key_changes(db_url: str, aconn: ACon
         await editor.send(type="presence", ref="e", pk={"id": book}, state=None)
         gone = await viewer.until(is_presence, timeout=2.0)
         assert (gone["pk"], gone["state"]) == ({"id": new_id}, None)
+
+
+async def test_the_python_client_follows_its_presence_to_a_rows_new_key(notifier: str, aconn: AConn) -> None:
+    from rowcast.client import Presence, subscribe
+
+    book = await add_book(aconn, "Rekeyed by Py")
+    new_id = book + 200_000
+    presence = Presence(name="Py")
+    await presence.announce({"id": book}, "editing")
+
+    async def consume() -> None:
+        async for _ in subscribe(notifier, "books", presence=presence):
+            pass
+
+    task = asyncio.create_task(consume())
+    try:
+        async with ws_connect(notifier) as other:
+            await other.subscribe("o")
+            seen = await other.until(is_presence, timeout=3.0)
+            assert seen["pk"] == {"id": book}
+            await aconn.execute("UPDATE books SET id = %s WHERE id = %s", (new_id, book))
+            moved = await other.until(lambda f: is_presence(f) and f["state"] is not None, timeout=3.0)
+            assert (moved["pk"], moved["who"], moved["since"]) == ({"id": new_id}, "Py", seen["since"])
+            async with asyncio.timeout(3.0):
+                while list(presence.mine) != [f'{{"id":{new_id}}}']:
+                    await asyncio.sleep(0.02)
+            # Withdrawing under the new key is what the client now sends, and it withdraws.
+            await presence.announce({"id": new_id}, None)
+            gone = await other.until(is_presence, timeout=2.0)
+            assert (gone["pk"], gone["state"]) == ({"id": new_id}, None)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
