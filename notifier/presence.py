@@ -277,6 +277,7 @@ class Presence:
         # The rows (schema, table, pk_text) and tables someone is present on, for `observe`.
         self._rows: set[tuple[str, str, str]] = set()
         self._tables: set[tuple[str, str]] = set()
+        self._aliases: set[Row] = set()  # old keys of re-keyed rows some session still maps
         hub.on_publish.append(self.observe)
 
     # -- sessions --------------------------------------------------------------------------------
@@ -302,9 +303,14 @@ class Presence:
                 self._spawn(self._restore(session, mine))
 
     async def _restore(self, session: Session, mine: Mine) -> None:
-        async with self.pool.connection(timeout=5) as conn:
-            for row, state in list(mine.rows.items()):
-                await conn.execute(_UPSERT, (mine.id, self.id, _who(session, mine), *row, state, self.timeout))
+        try:
+            async with self.pool.connection(timeout=5) as conn:
+                for row, state in list(mine.rows.items()):
+                    await conn.execute(
+                        _UPSERT, (mine.id, self.id, _who(session, mine), *row, state, self.timeout)
+                    )
+        except (psycopg.Error, OSError, TimeoutError) as exc:  # the next refresh rewrites them
+            log.warning("presence: restoring session %s failed: %s", mine.id, exc)
 
     def detach(self, session: Session) -> None:
         """The session ended: its presence goes now (expiry covers a failed delete)."""
@@ -492,6 +498,10 @@ class Presence:
             old = self._old_key(event)
         except ValueError:  # a key that does not parse: no presence can be on it
             return
+        if event.op == "insert" and row in self._aliases:  # the old key is a new row now
+            self._aliases.discard(row)
+            for mine in self.mine.values():
+                mine.moved.pop(row, None)
         if old is not None and old in self._rows:
             self.images.put(old, None)
             self.images.put(row, event.row if event.decodable else None)
@@ -524,6 +534,9 @@ class Presence:
                 if after == old:
                     mine.moved[before] = new
             mine.moved[old] = new
+            if len(self._aliases) >= IMAGE_CACHE:
+                self._aliases.clear()  # only forgets to drop aliases of reused keys: bounded memory
+            self._aliases.add(old)
             while len(mine.moved) > self.max_rows:  # bounded: the oldest moves are forgotten
                 del mine.moved[next(iter(mine.moved))]
             self._rows.add(new)

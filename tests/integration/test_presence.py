@@ -7,6 +7,7 @@ database for presence across replicas, and a killed one for expiry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -399,6 +400,17 @@ async def test_presence_follows_a_row_whose_key_changes(db_url: str, aconn: ACon
         await editor.send(type="presence", ref="e", pk={"id": book}, state=None)
         gone = await viewer.until(is_presence, timeout=2.0)
         assert (gone["pk"], gone["state"]) == ({"id": new_id}, None)
+        # Moved again; then a new row takes the old key: announcing that key names the new row
+        # (no longer an alias of the moved one).
+        await editor.send(type="presence", ref="e", pk={"id": new_id}, state="editing", name="Ann")
+        await viewer.until(is_presence, timeout=2.0)
+        await aconn.execute("UPDATE books SET id = %s WHERE id = %s", (new_id + 1, new_id))
+        await editor.until(lambda f: f["type"] == "change" and f["pk"] == {"id": new_id + 1})
+        await aconn.execute("INSERT INTO books (id, title) VALUES (%s, 'Reused')", (new_id,))
+        await editor.until(lambda f: f["type"] == "change" and f["op"] == "insert" and f["pk"] == {"id": new_id})
+        await editor.send(type="presence", ref="e", pk={"id": new_id}, state="viewing", name="Ann")
+        again = await viewer.until(lambda f: is_presence(f) and f["state"] == "viewing", timeout=2.0)
+        assert (again["pk"], again["state"]) == ({"id": new_id}, "viewing")
 
 
 async def test_the_python_client_follows_its_presence_to_a_rows_new_key(notifier: str, aconn: AConn) -> None:
@@ -432,3 +444,41 @@ async def test_the_python_client_follows_its_presence_to_a_rows_new_key(notifier
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_only_sockets_holding_presence_are_pinged_and_client_pings_are_answered(
+    notifier: str, aconn: AConn
+) -> None:
+    """The silence check pings a socket only while it holds presence (after a third of
+    ROWCAST_PRESENCE_TIMEOUT of silence); an idle socket without presence hears only the 15 s
+    heartbeat. The notifier handles pings itself now (autoping off): a client's ping is answered."""
+    import aiohttp
+
+    book = await add_book(aconn, "Pinged")
+
+    async def control_frames(ws: aiohttp.ClientWebSocketResponse, seconds: float) -> list[aiohttp.WSMsgType]:
+        got = []
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while True:
+                    msg = await ws.receive()
+                    if msg.type in (aiohttp.WSMsgType.PING, aiohttp.WSMsgType.PONG):
+                        got.append(msg.type)
+                        if msg.type == aiohttp.WSMsgType.PING:
+                            await ws.pong(msg.data)
+                    elif msg.type != aiohttp.WSMsgType.TEXT:
+                        raise ConnectionError(msg)
+        return got
+
+    url = notifier.replace("http", "ws", 1) + "/ws"
+    async with aiohttp.ClientSession() as http, http.ws_connect(url, autoping=False) as ws:
+        await ws.ping(b"hi")
+        assert await control_frames(ws, 0.5) == [aiohttp.WSMsgType.PONG]
+        await ws.send_json({"type": "subscribe", "ref": "s", "table": "books"})
+        assert await control_frames(ws, 2.5) == [], "no presence: no ping"
+        await ws.send_json({"type": "presence", "ref": "s", "pk": {"id": book}, "state": "viewing"})
+        pings = await control_frames(ws, 3.5)
+        assert 2 <= len(pings) <= 4 and set(pings) == {aiohttp.WSMsgType.PING}, pings
+        await ws.send_json({"type": "presence", "ref": "s", "pk": {"id": book}, "state": None})
+        await control_frames(ws, 1.0)  # a ping already on its way may still come
+        assert await control_frames(ws, 2.5) == [], "presence withdrawn: pings stop"
