@@ -482,3 +482,69 @@ async def test_only_sockets_holding_presence_are_pinged_and_client_pings_are_ans
         await ws.send_json({"type": "presence", "ref": "s", "pk": {"id": book}, "state": None})
         await control_frames(ws, 1.0)  # a ping already on its way may still come
         assert await control_frames(ws, 2.5) == [], "presence withdrawn: pings stop"
+
+
+class BlackHole:
+    """A TCP proxy that can stop forwarding without closing anything: a network path that drops
+    every packet (no FIN, no RST ever arrives at either end)."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.removeprefix("http://").split(":")
+        self.target = (host, int(port))
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pump(src, dst))
+            self.tasks.add(task)
+
+    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await src.read(65536):
+                await self.flowing.wait()  # dropped path: hold everything, close nothing
+                dst.write(data)
+                await dst.drain()
+        dst.close()
+
+
+async def test_presence_goes_when_the_network_path_black_holes(notifier: str, aconn: AConn) -> None:
+    """Gap 1, the other way a connection drops silently: the path stops carrying packets and
+    neither end learns it. The presence goes within 5 s; it comes back when the path does."""
+    book = await add_book(aconn, "Tunnel")
+    hole = BlackHole(notifier)
+    async with hole as proxied, ws_connect(notifier) as viewer, ws_connect(
+        proxied, headers={"Host": notifier.removeprefix("http://")}  # the name the notifier answers to
+    ) as editor:
+        await viewer.subscribe("v")
+        assert (await editor.subscribe("e"))["type"] == "subscribed"
+        # A client reads all the time (that is what answers pings: aiohttp pongs as it reads).
+        reading = asyncio.create_task(editor.until(lambda f: False, timeout=60))
+        await editor.send(type="presence", ref="e", pk={"id": book}, state="editing", name="Far")
+        seen = await viewer.until(is_presence, timeout=2.0)
+        hole.flowing.clear()
+        started = time.monotonic()
+        gone = await viewer.until(is_presence, timeout=8.0)
+        elapsed = time.monotonic() - started
+        assert gone["state"] is None and gone["session"] == seen["session"]
+        assert elapsed < 5.0, f"presence behind a black hole went after {elapsed:.1f}s"
+        hole.flowing.set()
+        back = await viewer.until(is_presence, timeout=3.0)
+        assert (back["session"], back["state"]) == (seen["session"], "editing")
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
