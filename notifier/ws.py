@@ -173,6 +173,8 @@ async def _read(
             continue
         try:
             await _handle(msg.data, notifier, session, tasks)
+            if presence is not None:  # frames that came while this one was handled wait unread
+                presence.heard(session)
         except ProtocolError as exc:
             session.send("error", exc.frame())
         except PresenceError as exc:  # marked, so a client tells it from its subscription's errors

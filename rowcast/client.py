@@ -142,15 +142,21 @@ class Presence:
         self.on_change = on_change
         self.on_error = on_error
         self.mine: dict[str, tuple[dict[str, Any], str]] = {}
+        self.moved: dict[str, dict[str, Any]] = {}  # a re-keyed row's old key -> the pk it has now
         self._others: dict[tuple[str, str], Seen] = {}
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._ref = ""
 
     async def announce(self, pk: dict[str, Any], state: str | None) -> None:
-        """Tell others this client is "viewing" or "editing" the row `pk`, or None: no longer."""
+        """Tell others this client is "viewing" or "editing" the row `pk`, or None: no longer.
+
+        A row that an update moved to another key is announced under its new key."""
+        pk = self.moved.get(jsonexact.dumps(pk, sort_keys=True), pk)
         key = jsonexact.dumps(pk, sort_keys=True)
         if state is None:
             self.mine.pop(key, None)
+            for old in [old for old, now in self.moved.items() if jsonexact.dumps(now, sort_keys=True) == key]:
+                del self.moved[old]
         else:
             self.mine[key] = (pk, state)
         await self._send(pk, state)
@@ -158,7 +164,11 @@ class Presence:
     def follow(self, change: Change) -> bool:
         """A change that moved a row to a new key (an update whose `old` holds key columns): the
         server moved this client's presence on it along, so follow (docs/PROTOCOL.md "Presence")."""
-        if change.op != "update" or not change.old or not isinstance(change.pk, dict):
+        if not isinstance(change.pk, dict):
+            return False
+        if change.op == "insert":  # a new row under an old key: that key names it again
+            return self.moved.pop(jsonexact.dumps(change.pk, sort_keys=True), None) is not None
+        if change.op != "update" or not change.old:
             return False
         if not any(column in change.old for column in change.pk):
             return False
@@ -169,6 +179,13 @@ class Presence:
         key = jsonexact.dumps(change.pk, sort_keys=True)
         if self.mine.get(key, (None, None))[1] != "editing":
             self.mine[key] = (change.pk, was[1])
+        old = jsonexact.dumps(before, sort_keys=True)
+        for alias, now in list(self.moved.items()):
+            if jsonexact.dumps(now, sort_keys=True) == old:
+                self.moved[alias] = change.pk
+        self.moved[old] = change.pk
+        while len(self.moved) > 64:
+            del self.moved[next(iter(self.moved))]
         return True
 
     def others(self, pk: dict[str, Any] | None = None) -> list[Seen]:

@@ -354,7 +354,8 @@ class Subscription {
    * null: no longer. Kept and announced again after every reconnect. WebSocket only.
    */
   announce(pk, state) {
-    if (this.presenceBook.announce(pk, state ?? null)) this.connection._announce(this, pk, state ?? null);
+    const now = this.presenceBook.resolve(pk); // a row re-keyed since: its key now
+    if (this.presenceBook.announce(now, state ?? null)) this.connection._announce(this, now, state ?? null);
   }
 
   /** Who else is viewing or editing rows of this subscription: [{pk, who, session, state, since}]. */

@@ -437,8 +437,9 @@ async def test_the_python_client_follows_its_presence_to_a_rows_new_key(notifier
             async with asyncio.timeout(3.0):
                 while list(presence.mine) != [f'{{"id":{new_id}}}']:
                     await asyncio.sleep(0.02)
-            # Withdrawing under the new key is what the client now sends, and it withdraws.
-            await presence.announce({"id": new_id}, None)
+            # Code that still names the old key means the row: the client withdraws the new key.
+            await presence.announce({"id": book}, None)
+            assert presence.mine == {} and presence.moved == {}
             gone = await other.until(is_presence, timeout=2.0)
             assert (gone["pk"], gone["state"]) == ({"id": new_id}, None)
     finally:

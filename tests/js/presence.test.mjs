@@ -60,14 +60,20 @@ describe("PresenceBook (pure)", () => {
     assert.equal(book.follow({ type: "change", op: "update", pk: { id: 8 }, row: {}, old: { id: 7 } }), false, "not ours");
     assert.equal(book.follow({ type: "change", op: "update", pk: { id: 30 }, row: {}, old: { id: 3, title: "x" } }), true);
     assert.deepEqual(book.announced(), [{ pk: { id: 9 }, state: "viewing" }, { pk: { id: 30 }, state: "editing" }]);
-    // Withdrawing the new key changes something; the old key is no longer announced.
-    assert.equal(book.announce({ id: 3 }, null), false);
-    assert.equal(book.announce({ id: 30 }, null), true);
+    // A page that still names the old key means the row: it withdraws the new key.
+    assert.deepEqual(book.resolve({ id: 3 }), { id: 30 });
+    assert.equal(book.announce({ id: 3 }, null), true);
+    assert.deepEqual(book.announced(), [{ pk: { id: 9 }, state: "viewing" }]);
+    assert.deepEqual(book.resolve({ id: 3 }), { id: 3 }, "withdrawn: the alias goes too");
     // Onto a key already announced: editing wins.
     book.announce({ id: 1 }, "viewing");
     book.announce({ id: 2 }, "editing");
     assert.equal(book.follow({ type: "change", op: "update", pk: { id: 2 }, row: {}, old: { id: 1 } }), true);
     assert.deepEqual(book.announced().filter((a) => a.pk.id !== 9), [{ pk: { id: 2 }, state: "editing" }]);
+    // A new row under the old key: that key names the new row again.
+    assert.equal(book.follow({ type: "change", op: "insert", pk: { id: 1 }, row: {} }), true);
+    assert.equal(book.announce({ id: 1 }, "viewing"), true);
+    assert.deepEqual(book.announced().map((a) => [a.pk.id, a.state]), [[9, "viewing"], [2, "editing"], [1, "viewing"]]);
   });
 
   test("presenceFrame carries the name only when given", () => {
@@ -115,7 +121,7 @@ describe("presence over a connection", () => {
     ws.serverOpen();
     ws.serverSend({ type: "subscribed", ref: "s1", cursor: "c1" });
     assert.deepEqual(ws.frames("presence").map((f) => [f.pk.id, f.state]), [[30, "editing"]]);
-    sub.announce({ id: 30 }, null);
+    sub.announce({ id: 3 }, null); // a page that has not caught up names the old key
     assert.deepEqual(ws.frames("presence").map((f) => [f.pk.id, f.state]), [[30, "editing"], [30, null]]);
   });
 
