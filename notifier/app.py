@@ -85,7 +85,9 @@ def setup(app: web.Application, settings: Settings) -> None:
             on_wakeup=metrics.wakeups.inc,
         )
         catalog = Catalog(pool)
-        presence = Presence(pool, hub, catalog, settings.max_presence_rows)
+        presence = Presence(
+            pool, hub, catalog, settings.max_presence_rows, timeout=settings.presence_timeout
+        )
         notifier = Notifier(settings, pool, hub, catalog, metrics, listener.started, presence)
         app[NOTIFIER] = notifier
         app[LISTENER] = listener

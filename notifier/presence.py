@@ -14,6 +14,18 @@ row is in its subscription's view (token scope + `where`). The notifier knows ro
 log, so that is judged on the row's latest image there, and an unknown row (never changed since
 capture began, or pruned) is invisible to a scoped or filtered viewer: fail closed. The same rule
 bounds what an announcer may announce.
+
+Gone within seconds (ROWCAST_PRESENCE_TIMEOUT, default 3 s), whatever way a client goes: a socket
+that closes is withdrawn at once; a socket that holds presence and goes silent (a frozen process,
+a black-holed network path: no close ever arrives) is pinged, and its presence is withdrawn once
+it has been silent for the timeout (the socket stays open: anything it sends later, a pong
+included, restores its presence); a notifier that dies or freezes stops renewing its rows' lease
+(expires_at), so they stop counting after the timeout. Sockets without presence are not pinged
+more than the WebSocket heartbeat does.
+
+A row whose key changes (UPDATE ... SET id = 30 WHERE id = 3) takes its presence along: the
+notifier of each announcer moves the rows (since kept) when it reads the update from the log, and
+a later announcement naming the old key applies to the new one.
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -39,8 +52,7 @@ from rowcast import jsonexact, names
 log = logging.getLogger("rowcast.notifier.presence")
 
 STATES = ("viewing", "editing")
-TTL = 5.0  # seconds a row lives without a refresh: how long a crashed notifier's presence lingers
-REFRESH = 1.5  # how often a notifier pushes its sessions' expiry forward
+TIMEOUT = 3.0  # ROWCAST_PRESENCE_TIMEOUT: a row's lease, and how long a socket may be silent
 POLL = 0.5  # how often a notifier reads the table for other notifiers' changes
 IMAGE_TTL = 2.0  # how long a row's latest image (for scope checks) is reused
 IMAGE_CACHE = 10_000  # images kept at most
@@ -94,13 +106,21 @@ class Entry:
         }
 
 
+Row = tuple[str, str, str]  # (schema, table, pk_text)
+
+
 @dataclass(slots=True)
 class Mine:
     """What one of this notifier's sessions has announced: (schema, table, pk_text) -> state."""
 
     id: str
     name: str | None = None
-    rows: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    rows: dict[Row, str] = field(default_factory=dict)
+    ping: Callable[[], Awaitable[None]] | None = None  # a WebSocket ping, to hear whether it lives
+    heard: float = field(default_factory=time.monotonic)  # last frame from the socket (pongs too)
+    pinged: float = 0.0
+    silent: bool = False  # silent for the timeout: its rows are withdrawn until it is heard again
+    moved: dict[Row, Row] = field(default_factory=dict)  # a re-keyed row's old key -> its new one
 
 
 def display_name(value: Any) -> str | None:
@@ -153,6 +173,19 @@ _DELETE_ROW = (
 )
 _DELETE_SESSION = "DELETE FROM rowcast.presence WHERE session_id = %s"
 _DELETE_NOTIFIER = "DELETE FROM rowcast.presence WHERE notifier_id = %s"
+# A row's key changed: the session's entry moves to the new key, `since` kept (merged with an entry
+# the session already had there: editing wins). One statement, so readers see the move at once.
+_MOVE = (
+    "WITH moved AS (DELETE FROM rowcast.presence WHERE session_id = %s AND schema_name = %s "
+    "AND table_name = %s AND pk = %s::jsonb RETURNING *) "
+    "INSERT INTO rowcast.presence (session_id, notifier_id, subject, schema_name, table_name, pk, "
+    "state, since, expires_at) SELECT session_id, notifier_id, subject, schema_name, table_name, "
+    "%s::jsonb, state, since, expires_at FROM moved "
+    "ON CONFLICT (session_id, schema_name, table_name, pk) DO UPDATE SET "
+    "state = CASE WHEN 'editing' IN (rowcast.presence.state, EXCLUDED.state) THEN 'editing' "
+    "ELSE 'viewing' END, since = least(rowcast.presence.since, EXCLUDED.since), "
+    "expires_at = greatest(rowcast.presence.expires_at, EXCLUDED.expires_at)"
+)
 _REFRESH = (
     "UPDATE rowcast.presence SET expires_at = clock_timestamp() + %s * interval '1 second' "
     "WHERE session_id = ANY(%s)"
@@ -215,12 +248,25 @@ class Images:
 class Presence:
     """This notifier's part of presence: its sessions' announcements, and the fan-out to its viewers."""
 
-    def __init__(self, pool: Pool, hub: Hub, catalog: Catalog, max_rows: int, poll: float = POLL) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        hub: Hub,
+        catalog: Catalog,
+        max_rows: int,
+        poll: float = POLL,
+        timeout: float = TIMEOUT,
+    ) -> None:
         self.pool = pool
         self.hub = hub
         self.catalog = catalog
         self.max_rows = max_rows
         self.poll = poll
+        # One setting, three uses: the lease of a row (renewed every third of it), the silence
+        # after which a socket is pinged (a third) and after which its presence is withdrawn.
+        self.timeout = timeout
+        self.refresh_every = timeout / 3
+        self.watched = time.monotonic()
         self.id = secrets.token_hex(6)
         self.images = Images(pool)
         self.mine: dict[Session, Mine] = {}
@@ -231,13 +277,40 @@ class Presence:
         # The rows (schema, table, pk_text) and tables someone is present on, for `observe`.
         self._rows: set[tuple[str, str, str]] = set()
         self._tables: set[tuple[str, str]] = set()
+        self._aliases: set[Row] = set()  # old keys of re-keyed rows some session still maps
         hub.on_publish.append(self.observe)
 
     # -- sessions --------------------------------------------------------------------------------
 
-    def attach(self, session: Session) -> None:
-        """A WebSocket session: it may announce, and it is told of others' presence."""
-        self.mine[session] = Mine(secrets.token_urlsafe(9))
+    def attach(self, session: Session, ping: Callable[[], Awaitable[None]] | None = None) -> None:
+        """A WebSocket session: it may announce, and it is told of others' presence.
+
+        `ping` sends a WebSocket ping: a session that holds presence and goes silent is pinged, and
+        its presence withdrawn if it stays silent (see `heard`)."""
+        self.mine[session] = Mine(secrets.token_urlsafe(9), ping=ping)
+
+    def heard(self, session: Session) -> None:
+        """The socket sent a frame (a pong, a ping, any message): it lives. A session whose
+        presence was withdrawn for silence gets it back."""
+        mine = self.mine.get(session)
+        if mine is None:
+            return
+        mine.heard = time.monotonic()
+        if mine.silent:
+            mine.silent = False
+            if mine.rows:
+                log.info("presence: session %s is heard again: its presence is back", mine.id)
+                self._spawn(self._restore(session, mine))
+
+    async def _restore(self, session: Session, mine: Mine) -> None:
+        try:
+            async with self.pool.connection(timeout=5) as conn:
+                for row, state in list(mine.rows.items()):
+                    await conn.execute(
+                        _UPSERT, (mine.id, self.id, _who(session, mine), *row, state, self.timeout)
+                    )
+        except (psycopg.Error, OSError, TimeoutError) as exc:  # the next refresh rewrites them
+            log.warning("presence: restoring session %s failed: %s", mine.id, exc)
 
     def detach(self, session: Session) -> None:
         """The session ended: its presence goes now (expiry covers a failed delete)."""
@@ -276,7 +349,8 @@ class Presence:
         info = await self.catalog.get(sub.table)
         if info is None:
             raise PresenceError("unknown_table", f"unknown table: {sub.table}", sub.ref)
-        row = (info.schema, info.name, pk_text)
+        row: Row = (info.schema, info.name, pk_text)
+        row = mine.moved.get(row, row)  # the row's key changed since: the client names the old one
         if "name" in frame:
             mine.name = display_name(frame.get("name"))
         if state is None:
@@ -288,8 +362,13 @@ class Presence:
             )
         if not await self._may_see(sub, row):
             raise PresenceError("forbidden", "this row is not in your subscription's view", sub.ref)
-        await self._execute(_UPSERT, (mine.id, self.id, _who(session, mine), *row, state, TTL), sub.ref)
+        if not mine.silent:
+            await self._execute(
+                _UPSERT, (mine.id, self.id, _who(session, mine), *row, state, self.timeout), sub.ref
+            )
         mine.rows[row] = state
+        self._rows.add(row)  # for `observe`, until the next poll says
+        self._tables.add(row[:2])
         self._wake.set()
 
     def _pk(self, sub: Subscription, pk: Any) -> str:
@@ -300,6 +379,8 @@ class Presence:
 
     async def _withdraw(self, mine: Mine, row: tuple[str, str, str]) -> None:
         if mine.rows.pop(row, None) is not None:
+            for old in [old for old, new in mine.moved.items() if new == row]:
+                del mine.moved[old]
             await self._execute(_DELETE_ROW, (mine.id, *row))
             self._wake.set()
 
@@ -332,7 +413,8 @@ class Presence:
             self._wake.clear()
             try:
                 now = time.monotonic()
-                if now - refreshed >= REFRESH:
+                self._watch(now)
+                if now - refreshed >= self.refresh_every:
                     refreshed = now
                     await self._refresh()
                 if now - purged >= PURGE_EVERY:
@@ -343,18 +425,44 @@ class Presence:
             except (PresenceError, psycopg.Error, OSError, TimeoutError) as exc:
                 log.warning("presence round failed: %s", getattr(exc, "message", exc))
 
+    def _watch(self, now: float) -> None:
+        """Ping sessions that hold presence and have been silent a third of the timeout; withdraw
+        the presence of those silent for all of it (the socket stays: see `heard`)."""
+        stalled = now - self.watched - max(self.poll, 0.5)
+        self.watched = now
+        for session, mine in self.mine.items():
+            if stalled > 0:  # this process did not run (frozen, overloaded): nobody was heard
+                mine.heard += stalled
+            if not mine.rows or mine.silent or mine.ping is None or session.closed:
+                continue
+            quiet = now - mine.heard
+            if quiet >= self.timeout:
+                mine.silent = True
+                log.info("presence: session %s silent for %.1fs: its presence is withdrawn", mine.id, quiet)
+                self._spawn(self._execute(_DELETE_SESSION, (mine.id,)))
+            elif quiet >= self.timeout / 3 and now - mine.pinged >= self.timeout / 3:
+                mine.pinged = now
+                self._spawn(self._ping(mine.ping))
+
+    async def _ping(self, ping: Callable[[], Awaitable[None]]) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError, TimeoutError):
+            async with asyncio.timeout(self.timeout):
+                await ping()
+
     async def _refresh(self) -> None:
         """Push expiry forward for live sessions; rows lost (a crash emptied the table) are rewritten."""
-        live = {m.id: (s, m) for s, m in self.mine.items() if m.rows}
+        live = {m.id: (s, m) for s, m in self.mine.items() if m.rows and not m.silent}
         if not live:
             return
         async with self.pool.connection(timeout=5) as conn:
-            cur = await conn.execute(_REFRESH, (TTL, list(live)))
+            cur = await conn.execute(_REFRESH, (self.timeout, list(live)))
             if cur.rowcount >= sum(len(m.rows) for _, m in live.values()):
                 return
             for session, mine in live.values():
                 for row, state in mine.rows.items():
-                    await conn.execute(_UPSERT, (mine.id, self.id, _who(session, mine), *row, state, TTL))
+                    await conn.execute(
+                        _UPSERT, (mine.id, self.id, _who(session, mine), *row, state, self.timeout)
+                    )
 
     async def poll_once(self) -> None:
         """Read the table; tell viewers what appeared, changed state or went."""
@@ -387,12 +495,53 @@ class Presence:
             return
         try:
             row = (event.schema, event.table, jsonexact.dumps(event.pk, sort_keys=True))
+            old = self._old_key(event)
         except ValueError:  # a key that does not parse: no presence can be on it
             return
+        if event.op == "insert" and row in self._aliases:  # the old key is a new row now
+            self._aliases.discard(row)
+            for mine in self.mine.values():
+                mine.moved.pop(row, None)
+        if old is not None and old in self._rows:
+            self.images.put(old, None)
+            self.images.put(row, event.row if event.decodable else None)
+            self._move(old, row)
         if row in self._rows:
             # An image that does not parse is unknown: invisible to scoped and filtered viewers.
             self.images.put(row, event.row if event.decodable else None)
             self._spawn(self._recheck(row))
+
+    @staticmethod
+    def _old_key(event: Event) -> Row | None:
+        """An update that changed the row's key (`old` holds key columns): the old key."""
+        if event.op != "update" or not event.decodable or not event.old or not isinstance(event.pk, dict):
+            return None
+        if not any(column in event.old for column in event.pk):
+            return None
+        before = {column: event.old.get(column, value) for column, value in event.pk.items()}
+        return (event.schema, event.table, jsonexact.dumps(before, sort_keys=True))
+
+    def _move(self, old: Row, new: Row) -> None:
+        """The row `old` now has the key of `new`: this notifier's sessions' presence follows it
+        (the other notifiers move theirs: each reads the same log)."""
+        for mine in self.mine.values():
+            state = mine.rows.pop(old, None)
+            if state is None:
+                continue
+            if mine.rows.get(new) != "editing":
+                mine.rows[new] = state
+            for before, after in list(mine.moved.items()):
+                if after == old:
+                    mine.moved[before] = new
+            mine.moved[old] = new
+            if len(self._aliases) >= IMAGE_CACHE:
+                self._aliases.clear()  # only forgets to drop aliases of reused keys: bounded memory
+            self._aliases.add(old)
+            while len(mine.moved) > self.max_rows:  # bounded: the oldest moves are forgotten
+                del mine.moved[next(iter(mine.moved))]
+            self._rows.add(new)
+            if not mine.silent:
+                self._spawn(self._execute(_MOVE, (mine.id, *old, new[2])))
 
     async def _recheck(self, row: tuple[str, str, str]) -> None:
         for entry in [e for e in self.current.values() if (e.schema, e.table, e.pk_text) == row]:

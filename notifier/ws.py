@@ -30,6 +30,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         max_msg_size=settings.max_frame_bytes,
         protocols=(SUBPROTOCOL,),
         compress=False,
+        # Pings and pongs come to `_read`: each one tells presence the socket lives (a silent one
+        # loses its presence within ROWCAST_PRESENCE_TIMEOUT, notifier/presence.py).
+        autoping=False,
     )
     if not ws.can_prepare(request).ok:
         # A plain GET (or a broken handshake) gets a JSON answer, before any slot is taken.
@@ -53,7 +56,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
     session = notifier.open_session(principal, on_close, "ws")
     if notifier.presence is not None:
-        notifier.presence.attach(session)
+        notifier.presence.attach(session, ws.ping)
     app[SOCKETS].add(ws)
     writer = Writer(ws, session, notifier.messages_out["ws"])
     expiry: asyncio.TimerHandle | None = None
@@ -147,7 +150,18 @@ async def _read(
     ws: web.WebSocketResponse, notifier: Notifier, session: Any, tasks: list[asyncio.Task[Any]]
 ) -> None:
     limiter = RateLimiter(notifier.settings.max_client_rate)
+    presence = notifier.presence
     async for msg in ws:
+        if presence is not None:
+            presence.heard(session)
+        if msg.type == WSMsgType.PING:  # what autoping would do
+            try:
+                await ws.pong(msg.data)
+            except ConnectionError:
+                break
+            continue
+        if msg.type == WSMsgType.PONG:
+            continue
         if msg.type != WSMsgType.TEXT:
             if msg.type == WSMsgType.BINARY:
                 session.send("error", {"code": "bad_frame", "message": "frames must be JSON text"})
@@ -161,6 +175,8 @@ async def _read(
             continue
         try:
             await _handle(msg.data, notifier, session, tasks)
+            if presence is not None:  # frames that came while this one was handled wait unread
+                presence.heard(session)
         except ProtocolError as exc:
             session.send("error", exc.frame())
         except PresenceError as exc:  # marked, so a client tells it from its subscription's errors

@@ -143,18 +143,51 @@ class Presence:
         self.on_change = on_change
         self.on_error = on_error
         self.mine: dict[str, tuple[dict[str, Any], str]] = {}
+        self.moved: dict[str, dict[str, Any]] = {}  # a re-keyed row's old key -> the pk it has now
         self._others: dict[tuple[str, str], Seen] = {}
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._ref = ""
 
     async def announce(self, pk: dict[str, Any], state: str | None) -> None:
-        """Tell others this client is "viewing" or "editing" the row `pk`, or None: no longer."""
+        """Tell others this client is "viewing" or "editing" the row `pk`, or None: no longer.
+
+        A row that an update moved to another key is announced under its new key."""
+        pk = self.moved.get(jsonexact.dumps(pk, sort_keys=True), pk)
         key = jsonexact.dumps(pk, sort_keys=True)
         if state is None:
             self.mine.pop(key, None)
+            for old in [old for old, now in self.moved.items() if jsonexact.dumps(now, sort_keys=True) == key]:
+                del self.moved[old]
         else:
             self.mine[key] = (pk, state)
         await self._send(pk, state)
+
+    def follow(self, change: Change) -> bool:
+        """A change that moved a row to a new key (an update whose `old` holds key columns): the
+        server moved this client's presence on it along, so follow (docs/PROTOCOL.md "Presence")."""
+        if not isinstance(change.pk, dict):
+            return False
+        if change.op == "insert":  # a new row under an old key: that key names it again
+            return self.moved.pop(jsonexact.dumps(change.pk, sort_keys=True), None) is not None
+        if change.op != "update" or not change.old:
+            return False
+        if not any(column in change.old for column in change.pk):
+            return False
+        before = {column: change.old.get(column, value) for column, value in change.pk.items()}
+        was = self.mine.pop(jsonexact.dumps(before, sort_keys=True), None)
+        if was is None:
+            return False
+        key = jsonexact.dumps(change.pk, sort_keys=True)
+        if self.mine.get(key, (None, None))[1] != "editing":
+            self.mine[key] = (change.pk, was[1])
+        old = jsonexact.dumps(before, sort_keys=True)
+        for alias, now in list(self.moved.items()):
+            if jsonexact.dumps(now, sort_keys=True) == old:
+                self.moved[alias] = change.pk
+        self.moved[old] = change.pk
+        while len(self.moved) > 64:
+            del self.moved[next(iter(self.moved))]
+        return True
 
     def others(self, pk: dict[str, Any] | None = None) -> list[Seen]:
         """Who else is there: on every row, or on the row `pk`."""
@@ -347,6 +380,8 @@ async def subscribe(
                             else:
                                 change = Change.undecodable(data, raw)
                             if rule.admit(change):
+                                if presence is not None:
+                                    presence.follow(change)
                                 yield change
                         elif kind == "error" and data.get("code") == UNDECODABLE and "id" in data:
                             # The server could not filter or project one change: say so, go on.

@@ -239,6 +239,12 @@ class Settings:
         default=16,
         parse=int,
     )
+    presence_timeout: float = setting(
+        "ROWCAST_PRESENCE_TIMEOUT",
+        "presence outlives a silent WebSocket (pinged meanwhile) or a dead notifier by at most this (default 3s)",
+        default=3.0,
+        parse=parse_duration,
+    )
     max_connections_per_subject: int = setting(
         "ROWCAST_MAX_CONNECTIONS_PER_SUBJECT",
         "open sockets per token subject (default 32)",
@@ -363,6 +369,10 @@ class Settings:
             raise ConfigError("ROWCAST_HEADER_TIMEOUT must be more than 0")
         if self.workers < 1:
             raise ConfigError(f"--workers (ROWCAST_WORKERS) must be 1 or more, not {self.workers}")
+        if not 0.5 <= self.presence_timeout <= 300:
+            raise ConfigError(
+                f"ROWCAST_PRESENCE_TIMEOUT must be between 500ms and 300s, not {self.presence_timeout}s"
+            )
         if self.read_timeout < 0.001:
             raise ConfigError("ROWCAST_READ_TIMEOUT must be at least 1ms (0 would mean no limit)")
         for name in (

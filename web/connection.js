@@ -180,6 +180,7 @@ export class Connection {
       case "change":
         if (!sub || sub.failed) return;
         if (frame.id !== undefined && !sub.seen.add(frame.id)) return; // a replayed duplicate
+        sub.presenceBook.follow(frame); // a re-keyed row: the server moved our presence on it
         sub._change(frame);
         return;
       case "checkpoint":
@@ -353,7 +354,8 @@ class Subscription {
    * null: no longer. Kept and announced again after every reconnect. WebSocket only.
    */
   announce(pk, state) {
-    if (this.presenceBook.announce(pk, state ?? null)) this.connection._announce(this, pk, state ?? null);
+    const now = this.presenceBook.resolve(pk); // a row re-keyed since: its key now
+    if (this.presenceBook.announce(now, state ?? null)) this.connection._announce(this, now, state ?? null);
   }
 
   /** Who else is viewing or editing rows of this subscription: [{pk, who, session, state, since}]. */

@@ -74,3 +74,14 @@ def test_a_frame_carries_the_viewers_ref_and_null_when_gone() -> None:
     }
     assert entry.frame("v", gone=True)["state"] is None
     assert entry.qualified == "public.books"
+
+
+def test_the_presence_timeout_is_a_duration_setting_with_bounds() -> None:
+    from rowcast.errors import ConfigError
+    from rowcast.settings import from_env
+
+    assert from_env({"ROWCAST_AUTH": "open"}).presence_timeout == 3.0
+    assert from_env({"ROWCAST_AUTH": "open", "ROWCAST_PRESENCE_TIMEOUT": "1500ms"}).presence_timeout == 1.5
+    for bad in ("0", "100ms", "1h"):
+        with pytest.raises(ConfigError, match="ROWCAST_PRESENCE_TIMEOUT must be between 500ms and 300s"):
+            from_env({"ROWCAST_AUTH": "open", "ROWCAST_PRESENCE_TIMEOUT": bad})
