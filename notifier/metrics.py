@@ -46,6 +46,21 @@ class Metrics:
         self.listening = Gauge(
             "rowcast_listening", "1 while wake-ups arrive and the change log can be read", registry=r
         )
+        # Set from the clock at every scrape (notifier/status.py): grows while reads stall.
+        self.last_read_age = Gauge(
+            "rowcast_last_read_age_seconds",
+            "Seconds since the last successful read of the change log",
+            registry=r,
+        )
+        self.log_bytes = Gauge(
+            "rowcast_log_bytes", "pg_total_relation_size of rowcast.changes (table and indexes)", registry=r
+        )
+        self.log_oldest_age = Gauge(
+            "rowcast_log_oldest_age_seconds", "Age of the oldest change in the log (0 when empty)", registry=r
+        )
+        self.retention = Gauge(
+            "rowcast_retention_seconds", "This notifier's retention setting (ROWCAST_RETENTION)", registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
