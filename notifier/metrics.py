@@ -62,5 +62,13 @@ class Metrics:
             "rowcast_retention_seconds", "This notifier's retention setting (ROWCAST_RETENTION)", registry=r
         )
 
+        # Every labelled series exists from the start (at 0): an alert or a dashboard panel on
+        # rate(rowcast_listener_failures_total[5m]) sees 0, not "no data", until the first failure.
+        for transport in ("ws", "sse", "longpoll"):
+            self.connections.labels(transport)
+            self.messages_out.labels(transport)
+        for part in ("wakeups", "reader", "fanout"):
+            self.failures.labels(part)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
