@@ -149,6 +149,13 @@ async def test_rowcast_status_prints_tables_and_notifiers(db_url: str) -> None:
     assert cells[1] == "0.08" and cells[2] == "▁" * 14 + "█" and cells[3] == "5"
     assert any(line.startswith("NOTIFIER") and "LAG P99" in line for line in lines)
     assert any(f":{server.process.proc.pid}:" in line and "listening" in line for line in lines)  # type: ignore[union-attr]
+    # The README's example has the real output's shape: the same lines start the same way.
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    example = readme.split("```text\n", 1)[1].split("```", 1)[0].splitlines()
+    for shown, real in zip(example, lines, strict=True):
+        same = shown.split()[:1] == real.split()[:1] or shown.startswith("vm:")
+        assert same and (shown.isupper() == real.isupper()), (shown, real)
+    assert example[3].split() == lines[3].split() and example[7].split() == lines[7].split()  # headers
     assert as_json.returncode == 0, as_json.stderr
     status = json.loads(as_json.stdout)
     assert table(status, "public.books")["per_minute"] == [0, 0, 5]
