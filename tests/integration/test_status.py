@@ -81,6 +81,11 @@ async def test_status_json_shows_tables_and_this_notifiers_clients_and_lag(db_ur
         assert 0 <= me["last_read_age_seconds"] < 5 and me["notify_queue_usage"] == 0.0
         async with aiohttp.ClientSession() as http, http.get(server.base + "/status.json?minutes=0") as resp:
             assert resp.status == 400 and (await resp.json())["error"] == "bad_value"
+        # Pages asking at once share one read of the database (it scans the log).
+        answers = await asyncio.gather(*(status_json(server.base) for _ in range(5)))
+        assert len({a["at"] for a in answers}) == 1
+        await asyncio.sleep(1.6)
+        assert (await status_json(server.base))["at"] != answers[0]["at"]
 
 
 async def test_every_replica_is_seen_from_any_one_and_leaves_when_it_stops(db_url: str) -> None:
