@@ -105,6 +105,28 @@ async def test_every_replica_is_seen_from_any_one_and_leaves_when_it_stops(db_ur
         await wait_until(one_left, timeout=15, interval=0.3)  # a clean stop deletes its row
 
 
+async def test_a_killed_replica_shows_as_down_from_the_others(db_url: str) -> None:
+    async with rowcast_server("notifier", db_url, {"ROWCAST_AUTH": "open"}) as one:
+        async with rowcast_server("notifier", db_url, {"ROWCAST_AUTH": "open"}) as two:
+
+            async def both() -> bool:
+                return len((await status_json(one.base))["notifiers"]) == 2
+
+            await wait_until(both, timeout=15, interval=0.3)
+            two.process.kill()  # SIGKILL: no clean-up, the row stays
+            killed = two.process.proc.pid  # type: ignore[union-attr]
+
+            async def down() -> dict[str, Any] | None:
+                rows = {n["pid"]: n for n in (await status_json(one.base))["notifiers"]}
+                return rows if killed in rows and not rows[killed]["alive"] else None
+
+            rows = await wait_until(down, timeout=20, interval=0.5)
+            assert rows[one.process.proc.pid]["alive"]  # type: ignore[union-attr]
+            assert rows[killed]["seen_ago_seconds"] >= 10
+            text = await asyncio.to_thread(cli, "status", "--database-url", db_url)
+            assert any(f":{killed}:" in line and " down " in line for line in text.stdout.splitlines())
+
+
 async def test_status_json_and_metrics_need_the_metrics_grant_in_token_mode(db_url: str) -> None:
     async with rowcast_server("notifier", db_url, TOKEN_ENV) as server, aiohttp.ClientSession() as http:
         async with http.get(server.base + "/status.json") as resp:
