@@ -166,12 +166,16 @@ def _grid(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
 
 
+def _when(iso: str | None) -> str:
+    return "never" if iso is None else datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S%z")
+
+
 def render(status: dict[str, Any]) -> str:
     retention = status["retention_seconds"]
     lines = [
-        f"rowcast status at {status['at']}",
+        f"rowcast status at {_when(status['at'])}",
         f"wake-up mode {status['wake_mode']} · change log {human_bytes(status['log_total_bytes'])} · "
-        f"retention {human_seconds(retention)} · last prune {status['last_prune'] or 'never'} · "
+        f"retention {human_seconds(retention)} · last prune {_when(status['last_prune'])} · "
         f"NOTIFY queue {status['notify_queue_usage'] * 100:.1f}%",
         "",
     ]
