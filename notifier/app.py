@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import psycopg
 from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
-from rowcast.notifier.access import ConnectionLimiter, LongPollLimiter, json_error, principal_for
+from rowcast.notifier.access import ConnectionLimiter, LongPollLimiter
 from rowcast.notifier.catalog import Catalog
 from rowcast.notifier.events import Event
 from rowcast.notifier.hub import Hub
@@ -22,10 +22,17 @@ from rowcast.notifier.service import Notifier
 from rowcast.notifier.source import PgChangeSource
 from rowcast.notifier.sse import sse
 from rowcast.notifier.state import ACCESS, LISTENER, LONGPOLLS, NOTIFIER, SOCKETS, STREAMS, WORKER
+from rowcast.notifier.status import (
+    HEALTH,
+    Health,
+    heartbeat_forever,
+    operator_denied,
+    refresh_database_facts,
+    status_endpoint,
+)
 from rowcast.notifier.ws import websocket
 
 from rowcast import hosts
-from rowcast.auth import AuthError
 from rowcast.settings import Settings
 from rowcast.wire import Close
 
@@ -60,6 +67,8 @@ def setup(app: web.Application, settings: Settings) -> None:
         )
         await pool.open(wait=False)
         metrics = Metrics()
+        health = Health(settings, metrics)
+        app[HEALTH] = health
         hub = Hub(settings.client_checkpoint_interval)
 
         seen = 0
@@ -73,6 +82,7 @@ def setup(app: web.Application, settings: Settings) -> None:
                 lag = event_lag_seconds(event)
                 if lag is not None:
                     metrics.lag.observe(max(lag, 0.0))
+                    health.lag.add(max(lag, 0.0))
 
         listener = Listener(
             PgChangeSource(url, pool),
@@ -81,7 +91,7 @@ def setup(app: web.Application, settings: Settings) -> None:
             on_event=observe,
             on_reconnect=metrics.reconnects.inc,
             on_failure=lambda part: metrics.failures.labels(part).inc(),
-            on_read=metrics.reads.inc,
+            on_read=health.read_done,
             on_wakeup=metrics.wakeups.inc,
         )
         catalog = Catalog(pool)
@@ -96,6 +106,7 @@ def setup(app: web.Application, settings: Settings) -> None:
             run,
             asyncio.create_task(prune_forever(pool, settings.retention), name="rowcast-retention"),
             asyncio.create_task(presence.run(), name="rowcast-presence"),
+            asyncio.create_task(heartbeat_forever(app, health, pool), name="rowcast-heartbeat"),
         ]
         # Give the first LISTEN a moment: a pooler that breaks LISTEN is refused at startup.
         # A database that is simply down is not fatal: we serve, report 503, and keep trying.
@@ -137,6 +148,7 @@ def setup(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/changes", changes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/status.json", status_endpoint)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -154,28 +166,19 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
     notifier = request.app[NOTIFIER]
-    if notifier.settings.auth == "token":
-        # Counts of clients and events are not for everyone: a token with the metrics grant
-        # (`rowcast token --metrics`) may read them.
-        try:
-            principal = principal_for(request, notifier.settings)
-        except AuthError as exc:
-            return json_error(401, "unauthorized", str(exc))
-        if not principal.metrics:
-            return json_error(
-                403, "forbidden", "this token lacks the metrics grant (rowcast token --metrics)"
-            )
+    # Counts of clients and events are not for everyone: in token mode a token with the metrics
+    # grant (`rowcast token --metrics`) may read them.
+    denied = operator_denied(request, notifier.settings)
+    if denied is not None:
+        return denied
     listener = request.app[LISTENER]
     m = notifier.metrics
     m.listening.set(1 if listener.ready else 0)
     m.subscriptions.set(notifier.hub.subscription_count)
     try:
-        async with asyncio.timeout(2), notifier.pool.connection(timeout=2) as conn:
-            row = await (await conn.execute("SELECT pg_notification_queue_usage()")).fetchone()
-        if row is not None:
-            m.queue_usage.set(float(row[0]))
+        await refresh_database_facts(notifier.pool, m)
     except (psycopg.Error, TimeoutError) as exc:
-        log.debug("queue usage unavailable: %s", exc)
+        log.debug("database facts unavailable: %s", exc)
     return web.Response(body=m.render(), content_type="text/plain", charset="utf-8")
 
 

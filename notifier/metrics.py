@@ -46,6 +46,29 @@ class Metrics:
         self.listening = Gauge(
             "rowcast_listening", "1 while wake-ups arrive and the change log can be read", registry=r
         )
+        # Set from the clock at every scrape (notifier/status.py): grows while reads stall.
+        self.last_read_age = Gauge(
+            "rowcast_last_read_age_seconds",
+            "Seconds since the last successful read of the change log",
+            registry=r,
+        )
+        self.log_bytes = Gauge(
+            "rowcast_log_bytes", "pg_total_relation_size of rowcast.changes (table and indexes)", registry=r
+        )
+        self.log_oldest_age = Gauge(
+            "rowcast_log_oldest_age_seconds", "Age of the oldest change in the log (0 when empty)", registry=r
+        )
+        self.retention = Gauge(
+            "rowcast_retention_seconds", "This notifier's retention setting (ROWCAST_RETENTION)", registry=r
+        )
+
+        # Every labelled series exists from the start (at 0): an alert or a dashboard panel on
+        # rate(rowcast_listener_failures_total[5m]) sees 0, not "no data", until the first failure.
+        for transport in ("ws", "sse", "longpoll"):
+            self.connections.labels(transport)
+            self.messages_out.labels(transport)
+        for part in ("wakeups", "reader", "fanout"):
+            self.failures.labels(part)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -14,7 +15,7 @@ import psycopg
 from rowcast import __version__, commands, names, stack
 from rowcast.args import Handler, Parser, add_db_flags, command, settings_from_args
 from rowcast.database import connect, connect_supported, embedded, migration_errors, resolve_url
-from rowcast.db import capture, demo, migrate, queries, roles
+from rowcast.db import capture, demo, migrate, monitor, queries, roles
 from rowcast.embedded import binary
 from rowcast.errors import RowcastError
 from rowcast.settings import Settings, log_level, parse_duration
@@ -179,6 +180,16 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args, auth="open")
+    if not 1 <= args.minutes <= 120:
+        raise RowcastError("--minutes must be from 1 to 120")
+    with _connect(settings) as conn:
+        status = monitor.collect(conn, args.minutes, settings.retention)
+    print(json.dumps(status, indent=2) if args.json else monitor.render(status))
+    return 0
+
+
 # -- parser ------------------------------------------------------------------------------------
 
 
@@ -324,6 +335,20 @@ def build_parser() -> argparse.ArgumentParser:
         "Only changes every running snapshot already sees; prints the highest xid removed.",
     )
     p.add_argument("--older-than", default="24h", help="age to keep, e.g. 24h, 7d (default 24h)")
+    add_db_flags(p)
+
+    p = command(
+        sub,
+        "status",
+        cmd_status,
+        "show captured tables' activity and every running notifier (read from the database)",
+        "Per table: changes/s over the last minutes, log rows and size, oldest change, retention, "
+        "wake-up mode. Per notifier (each writes a heartbeat row to rowcast.notifiers): clients, "
+        "subscriptions, delivery lag p50/p99, NOTIFY queue usage, age of its last read. "
+        "Exit status 1 when Postgres does not answer.",
+    )
+    p.add_argument("--json", action="store_true", help="print the status as JSON (the same as /status.json)")
+    p.add_argument("--minutes", type=int, default=15, help="minutes of per-minute counts (default 15)")
     add_db_flags(p)
 
     for register in _extra_commands():

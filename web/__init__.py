@@ -72,10 +72,12 @@ def _handler(file: StaticFile) -> Handler:
 
 
 def setup(app: web.Application, settings: Settings) -> None:
-    """Serve index.html at `/` and every other page file by name (`/rowcast.js`, `/style.css`)."""
+    """Serve index.html at `/`, status.html at `/status`, and every other page file by name (`/rowcast.js`, `/style.css`)."""
     del settings  # nothing to configure yet; the signature matches api.setup and notifier.setup
     files = load_files()
     # One exact route per file, so the page never shadows /ws, /sse, /changes or /api/*.
     app.router.add_get("/", _handler(files["index.html"]), name="web-index")
+    # The operator's page: its data comes from the notifier's /status.json.
+    app.router.add_get("/status", _handler(files["status.html"]), name="web-status")
     for name, file in sorted(files.items()):
         app.router.add_get(f"/{name}", _handler(file))

@@ -30,6 +30,7 @@ EVERY_COMMAND: list[tuple[str, ...]] = [
     ("capture", "verify"),
     ("wake-mode",),
     ("prune",),
+    ("status",),
     ("token", "--sub", "alice"),
     ("tail", "books"),
     ("db", "start"),
@@ -43,7 +44,7 @@ EVERY_COMMAND: list[tuple[str, ...]] = [
 DATABASE_COMMANDS = [
     c
     for c in EVERY_COMMAND
-    if c[0] in ("up", "stack", "migrate", "roles", "demo", "capture", "wake-mode", "prune")
+    if c[0] in ("up", "stack", "migrate", "roles", "demo", "capture", "wake-mode", "prune", "status")
     or c[:2] == ("db", "psql")
 ]
 

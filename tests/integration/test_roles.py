@@ -7,12 +7,13 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import psycopg
 import pytest
 from rowcast.notifier.app import create_app
 
 from tests.pg import ROLE_PASSWORD, as_role
-from tests.servers import serve, settings_for, wait_healthy, ws_connect
+from tests.servers import serve, settings_for, wait_healthy, wait_until, ws_connect
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -80,6 +81,30 @@ async def test_notifier_runs_end_to_end_as_rowcast_notifier(login: Any, conn: Co
             await client.subscribe(ref="replay", cursor=sub["cursor"])
             replayed = await client.until(lambda f: f["type"] == "change" and f["ref"] == "replay")
     assert change["row"]["title"] == replayed["row"]["title"] == "seen by a least-privilege notifier"
+
+
+async def test_a_least_privilege_notifier_writes_its_heartbeat_and_serves_status(
+    login: Any, conn: Conn
+) -> None:
+    """Issue 17: rowcast_notifier may keep its row in rowcast.notifiers and read table_activity;
+    the app role learns nothing about the log through either."""
+    conn.execute("INSERT INTO books (title) VALUES ('counted')")
+    async with serve(create_app(settings_for(login("rowcast_notifier")))) as base:
+        await wait_healthy(base)
+
+        async def status() -> dict[str, Any] | None:
+            async with aiohttp.ClientSession() as http, http.get(base + "/status.json") as resp:
+                assert resp.status == 200, await resp.text()
+                body: dict[str, Any] = await resp.json()
+            return body if body["notifiers"] else None
+
+        body = await wait_until(status, timeout=10, interval=0.3)
+    assert [t["log_rows"] for t in body["tables"] if t["table"] == "public.books"] == [1]
+    assert body["notifiers"][0]["id"] == body["self"]
+    with psycopg.connect(login("rowcast_app"), autocommit=True) as app:
+        for statement in ("SELECT * FROM rowcast.table_activity()", "SELECT * FROM rowcast.notifiers"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                app.execute(statement)
 
 
 async def test_retention_prunes_once_per_round_and_a_least_privilege_role_may_not(

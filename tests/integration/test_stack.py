@@ -202,6 +202,21 @@ async def test_rest_and_page_through_nginx(stack: Stack) -> None:
             assert resp.status == 200 and (await resp.json())["title"] == "Through nginx"
 
 
+async def test_status_page_and_every_replica_through_nginx(stack: Stack) -> None:
+    """/status comes from the api, /status.json from whichever replica: it lists both replicas."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(stack.base + "/status") as resp:
+            assert resp.status == 200 and "status.js" in await resp.text()
+
+        async def both_replicas() -> bool:
+            async with http.get(stack.base + "/status.json") as resp:
+                assert resp.status == 200, await resp.text()
+                body = await resp.json()
+            return len([n for n in body["notifiers"] if n["alive"] and n["listening"]]) == 2
+
+        await wait_until(both_replicas, timeout=20, interval=0.5)
+
+
 async def test_websocket_upgrade_through_nginx(stack: Stack, db_url: str) -> None:
     async with ws_connect(stack.base) as client:
         assert (await client.subscribe())["type"] == "subscribed"

@@ -571,6 +571,14 @@ def test_nginx_proxies_rest_api_and_page_to_the_api(
     assert proxy_targets(location(nginx, path)) == [expected], f"location {path} should proxy to {expected}"
 
 
+def test_nginx_sends_the_status_data_to_a_notifier_and_the_status_page_to_the_api(
+    nginx: Directive, compose: dict[str, Any]
+) -> None:
+    """/status is a page file (api); the data it reads, /status.json, only a notifier has."""
+    assert proxy_targets(location(nginx, "/status.json")) == [f"notifier:{port_of(compose, 'notifier')}"]
+    assert not [loc for loc in server_block(nginx).find("location") if loc.args[-1:] == ["/status"]]
+
+
 def test_nginx_has_docker_dns_resolver_for_variable_upstreams(nginx: Directive) -> None:
     server = server_block(nginx)
     uses_variables = any(

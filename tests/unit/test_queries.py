@@ -4,7 +4,6 @@ the database contract runs its statements about the log through it."""
 from __future__ import annotations
 
 import pytest
-
 from rowcast.db import queries
 
 

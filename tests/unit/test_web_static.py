@@ -30,6 +30,8 @@ async def client() -> AsyncIterator[TestClient[web.Request, web.Application]]:
         ("/app.js", "text/javascript", b"LiveCollection"),
         ("/style.css", "text/css", b":focus-visible"),
         ("/favicon.svg", "image/svg+xml", b"<svg"),
+        ("/status", "text/html", b"status.js"),
+        ("/status.js", "text/javascript", b"/status.json"),
     ],
 )
 async def test_page_files_are_served_with_their_content_type(
@@ -71,8 +73,9 @@ async def test_only_page_files_are_served(
     assert (await client.get(path)).status == 404
 
 
-def test_the_page_has_no_inline_script_style_or_handlers() -> None:
-    html = web_page.load_files()["index.html"].body.decode()
+@pytest.mark.parametrize("name", ["index.html", "status.html"])
+def test_the_page_has_no_inline_script_style_or_handlers(name: str) -> None:
+    html = web_page.load_files()[name].body.decode()
     assert re.search(r"<script(?![^>]*\bsrc=)", html) is None
     assert "<style" not in html
     assert re.search(r"\s(on[a-z]+|style)\s*=", html) is None

@@ -1,0 +1,2 @@
+DROP FUNCTION rowcast.table_activity(integer);
+DROP TABLE rowcast.notifiers;
