@@ -34,8 +34,13 @@ LAG_SAMPLE = 8  # observe the end-to-end lag of one event in eight
 
 
 def _database_url(settings: Settings) -> str:
-    if settings.database_url is not None:
-        return settings.database_url
+    """ROWCAST_LISTEN_URL, else DATABASE_URL, else the embedded Postgres. Every connection of the
+    notifier uses it: the LISTEN one needs a session, and the pool's (log reads, replays,
+    presence, retention) run the same statements many times a second, which psycopg prepares on
+    the server; neither survives a transaction pooler (README: Behind PgBouncer)."""
+    url = settings.notifier_url
+    if url is not None:
+        return url
     from rowcast.database import resolve_url
 
     return resolve_url(settings)

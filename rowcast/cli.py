@@ -22,7 +22,7 @@ Handler = Callable[[argparse.Namespace], int]
 def settings_from_args(args: argparse.Namespace, **defaults: Any) -> Settings:
     """Settings from the environment, then the command's defaults, then its flags."""
     overrides = {**defaults}
-    for name in ("host", "port", "database_url", "data_dir", "auth"):
+    for name in ("host", "port", "database_url", "listen_url", "data_dir", "auth"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value

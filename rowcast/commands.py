@@ -32,6 +32,15 @@ def _serve_flags(parser: argparse.ArgumentParser, default_port: int = 8080) -> N
     parser.add_argument("--auth", choices=["open", "token"], help="auth mode ($ROWCAST_AUTH)")
 
 
+def _listen_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--listen-url",
+        dest="listen_url",
+        help="Postgres URL of the notifier's connections, direct to Postgres when DATABASE_URL is a "
+        "transaction pooler ($ROWCAST_LISTEN_URL, default: the database URL)",
+    )
+
+
 def _settings(args: argparse.Namespace, auth_default: str) -> Settings:
     from rowcast.cli import settings_from_args
 
@@ -430,6 +439,7 @@ def register(sub: Any) -> None:
         "Auth is open unless ROWCAST_AUTH=token. Ctrl-C or SIGTERM stops it (exit status 0).",
     )
     _serve_flags(p)
+    _listen_flag(p)
     p.add_argument("--demo", action="store_true", help="seed a few demo books (once)")
     _workers_flag(p)
     _table_flag(p)
@@ -449,6 +459,7 @@ def register(sub: Any) -> None:
         sub, "notifier", cmd_notifier, "run the notifier: /ws, /sse, /changes (token auth by default)"
     )
     _serve_flags(p)
+    _listen_flag(p)
     _workers_flag(p)
 
     p = command(

@@ -1,4 +1,5 @@
-"""rowcast behind Debian's PgBouncer in transaction pooling mode: the API through the pooler.
+"""rowcast behind Debian's PgBouncer in transaction pooling mode: the API through the pooler, the
+notifier's own connections (LISTEN, log reads, replays) straight to Postgres (ROWCAST_LISTEN_URL).
 
 In transaction mode each transaction may run on another server connection, so nothing may live in
 a session between transactions: not a LISTEN, not a SET, not a server-side prepared statement.
@@ -9,17 +10,22 @@ PgBouncer learned to track prepared statements in 1.21 (`max_prepared_statements
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psycopg
 import pytest
 import sqlalchemy as sa
 
 from api.app import make_engine
+from tests.integration.test_cli import rowcast
+from tests.integration.test_stack import NGINX, start_stack
 from tests.pg import Server
 from tests.pgbouncer import PgBouncer, needs_pgbouncer
-from tests.servers import rowcast_server
+from tests.servers import rowcast_server, ws_connect
 
 pytestmark = needs_pgbouncer
 
@@ -106,3 +112,110 @@ async def test_the_api_prepares_statements_directly_and_none_behind_a_pooler(
     assert not direct_off and any("CAST($1 AS int)" in s for s in direct), direct
     pooled, pooled_off = await prepared_after_runs(bouncer.url(db_url), ROUNDS)
     assert pooled_off and pooled == [], pooled
+
+
+async def test_notifier_listens_directly_while_writes_go_through_the_pooler(
+    bouncer: PgBouncer, db_url: str
+) -> None:
+    """api and notifier both get DATABASE_URL = PgBouncer; the notifier's --listen-url is direct
+    (with the pooler alone it refuses to start: tests/reliability/test_pgbouncer.py)."""
+    pooled = bouncer.url(db_url)
+    async with (
+        rowcast_server("api", pooled, QUIET, "--auth", "open") as api,
+        rowcast_server("notifier", pooled, QUIET, "--auth", "open", "--listen-url", db_url) as notifier,
+        aiohttp.ClientSession() as http,
+    ):
+        # A cursor from the API's REPEATABLE READ list read, made through the pooler.
+        async with http.get(api.base + "/api/books?limit=1") as r:
+            assert r.status == 200, await r.text()
+            cursor = (await r.json())["cursor"]
+        async with http.post(api.base + "/api/books", json={"title": "before subscribing"}) as r:
+            assert r.status == 201, await r.text()
+        async with ws_connect(notifier.base) as client:
+            # Resuming from that cursor replays what the notifier has not sent this client yet.
+            sub = await client.subscribe(ref="r", cursor=cursor)
+            assert sub["type"] == "subscribed", sub
+            replayed = await client.until(lambda f: f["type"] == "change", timeout=5)
+            assert replayed["row"]["title"] == "before subscribing"
+            # Live: an API write through the pooler, then a plain psycopg write through it.
+            async with http.post(api.base + "/api/books", json={"title": "via the api"}) as r:
+                assert r.status == 201, await r.text()
+            change = await client.until(lambda f: f["type"] == "change", timeout=5)
+            assert (change["row"]["title"], change["actor"]["app"]) == ("via the api", "api")
+            # Any client behind transaction pooling turns psycopg's prepared statements off, as the API does.
+            async with await psycopg.AsyncConnection.connect(
+                pooled, autocommit=True, prepare_threshold=None
+            ) as conn:
+                for n in range(ROUNDS):
+                    await conn.execute("INSERT INTO books (title) VALUES (%s)", (f"psycopg {n}",))
+            titles = [
+                (await client.until(lambda f: f["type"] == "change", timeout=5))["row"]["title"]
+                for _ in range(ROUNDS)
+            ]
+            assert titles == [f"psycopg {n}" for n in range(ROUNDS)]
+        log = notifier.stop() + api.stop()
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_migrate_installs_a_fresh_database_through_the_pooler(bouncer: PgBouncer, pg_server: Server) -> None:
+    """`rowcast migrate --roles` (as compose and `rowcast stack` run it, on DATABASE_URL) and the
+    demo tables, on an empty database, all through transaction pooling."""
+    with pg_server.database(None) as url:
+        env = {"DATABASE_URL": bouncer.url(url)}
+        for argv in (("migrate", "--roles"), ("demo", "install"), ("capture", "verify")):
+            done = rowcast(*argv, env=env)
+            assert done.returncode == 0, f"rowcast {' '.join(argv)}: {done.stdout}{done.stderr}"
+        with psycopg.connect(url) as conn:
+            row = conn.execute("SELECT count(*) FROM rowcast.alembic_version").fetchone()
+        assert row == (1,)
+
+
+async def test_up_serves_its_api_through_the_pooler_and_listens_directly(
+    bouncer: PgBouncer, db_url: str
+) -> None:
+    """`rowcast up`: migrations and the API on DATABASE_URL (the pooler), the notifier on --listen-url."""
+    pooled = bouncer.url(db_url)
+    async with (
+        rowcast_server("up", pooled, QUIET, "--listen-url", db_url) as up,
+        aiohttp.ClientSession() as http,
+        ws_connect(up.base) as client,
+    ):
+        assert (await client.subscribe())["type"] == "subscribed"
+        for r in range(ROUNDS // 2):
+            rounds = await asyncio.gather(*(crud_round(http, up.base, r * 4 + i) for i in range(4)))
+            assert not [p for found in rounds for p in found]
+        created = await client.until(lambda f: f["type"] == "change", timeout=5)
+        assert created["op"] == "insert" and created["actor"]["app"] == "api"
+        log = up.stop()
+    assert "Traceback" not in log, log[-3000:]
+
+
+@pytest.mark.skipif(
+    NGINX is None, reason="Debian's nginx is not installed (apt-get install nginx; .ci/run does it)"
+)
+async def test_stack_runs_migrate_and_api_through_the_pooler_and_notifiers_direct(
+    bouncer: PgBouncer, db_url: str, tmp_path: Path
+) -> None:
+    pooled = bouncer.url(db_url)
+    stack = start_stack(
+        {"DATABASE_URL": pooled, "ROWCAST_LISTEN_URL": db_url}, tmp_path / "stack.log", "--auth", "open"
+    )
+    try:
+        async with aiohttp.ClientSession() as http, ws_connect(stack.base) as client:
+            assert (await client.subscribe())["type"] == "subscribed"
+            problems = []
+            for r in range(ROUNDS // 2):
+                rounds = await asyncio.gather(*(crud_round(http, stack.base, r * 4 + i) for i in range(4)))
+                problems += [p for found in rounds for p in found]
+            assert not problems, problems[:3]
+            with psycopg.connect(pooled, autocommit=True, prepare_threshold=None) as conn:
+                conn.execute("INSERT INTO books (title) VALUES ('through the pooler')")
+            change = await client.until(
+                lambda f: f["type"] == "change" and f["row"] and f["row"]["title"] == "through the pooler",
+                timeout=10,
+            )
+            assert change["op"] == "insert"
+    finally:
+        stack.proc.send_signal(signal.SIGINT)
+        code = await asyncio.to_thread(stack.proc.wait, 60)
+    assert code == 0, stack.output()[-3000:]

@@ -41,6 +41,7 @@ async def test_notifier_behind_transaction_pooling_pgbouncer_exits_nonzero_with_
     assert code is not None, f"the notifier was still running 20 s after start:\n{output}"
     assert code != 0, output
     assert "PgBouncer in transaction mode" in output and "directly at Postgres" in output, output
+    assert "ROWCAST_LISTEN_URL" in output, output  # the setting that fixes it
     assert "Traceback" not in output, output
 
 
