@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from tests.integration.test_cli import rowcast
 from tests.integration.test_stack import NGINX, start_stack
 from tests.pg import Server
 from tests.pgbouncer import PgBouncer, needs_pgbouncer
-from tests.servers import rowcast_server, ws_connect
+from tests.servers import Process, free_port, rowcast_server, ws_connect
 
 pytestmark = needs_pgbouncer
 
@@ -188,6 +189,23 @@ async def test_up_serves_its_api_through_the_pooler_and_listens_directly(
         assert created["op"] == "insert" and created["actor"]["app"] == "api"
         log = up.stop()
     assert "Traceback" not in log, log[-3000:]
+
+
+async def test_up_with_only_the_pooler_refuses_naming_the_listen_url(bouncer: PgBouncer, db_url: str) -> None:
+    """What `rowcast notifier` does (tests/reliability/test_pgbouncer.py), `rowcast up` does too."""
+    up = Process(["up", "--port", str(free_port()), "--database-url", bouncer.url(db_url)], QUIET).start()
+    assert up.proc is not None
+    try:
+        code: int | None = await asyncio.to_thread(up.proc.wait, 40)
+    except subprocess.TimeoutExpired:
+        code = None
+    finally:
+        up.stop()
+        output = up.output()
+        up.close()
+    assert code not in (None, 0), output
+    assert "PgBouncer in transaction mode" in output and "ROWCAST_LISTEN_URL" in output, output
+    assert "Traceback" not in output, output
 
 
 @pytest.mark.skipif(
