@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any
 
 from aiohttp import web
 from rowcast.api import openapi, reflect, store
@@ -13,6 +14,7 @@ from rowcast.api.resources import RESOURCES, Resource
 from rowcast.api.state import DOCUMENT, ENGINE, SETTINGS, TABLES
 from rowcast.api.views import ResourceView
 from rowcast.db.urls import sqlalchemy_url
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from rowcast import hosts, jsonexact
@@ -76,7 +78,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def make_engine(url: str) -> AsyncEngine:
-    return create_async_engine(
+    engine = create_async_engine(
         sqlalchemy_url(url),
         connect_args={"application_name": APPLICATION_NAME, "connect_timeout": 10},
         pool_pre_ping=True,  # a restarted Postgres costs one reconnect, not one failed request
@@ -84,6 +86,33 @@ def make_engine(url: str) -> AsyncEngine:
         json_serializer=jsonexact.dumps,
         json_deserializer=jsonexact.loads,
     )
+    event.listen(engine.sync_engine, "connect", _no_prepared_statements_behind_a_pooler)
+    return engine
+
+
+def behind_a_pooler(dbapi_connection: Any) -> bool:
+    """Whether this connection reaches Postgres through a pooler such as PgBouncer: the backend
+    pid the server reports differs from the one in the connection's BackendKeyData, which a
+    pooler makes up (it routes cancel requests itself)."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SELECT pg_backend_pid()")
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
+    dbapi_connection.rollback()  # the query began a transaction: end it, as a new connection has none
+    return bool(row[0] != dbapi_connection.driver_connection.info.backend_pid)
+
+
+def _no_prepared_statements_behind_a_pooler(dbapi_connection: Any, _record: Any) -> None:
+    """psycopg prepares a query on the server from its 5th run on a connection. Behind a
+    transaction-pooling PgBouncer (before 1.21 and its max_prepared_statements) the next
+    transaction may run on another server connection, where that statement is missing or
+    another client's holds its name: requests fail with "prepared statement ... does not exist /
+    already exists". Behind any pooler the API's connections prepare nothing; connected directly
+    they keep the saved parse and plan (README: Behind PgBouncer)."""
+    if behind_a_pooler(dbapi_connection):
+        dbapi_connection.driver_connection.prepare_threshold = None
 
 
 async def _reflected(app: web.Application, settings: Settings) -> list[Resource]:

@@ -42,9 +42,14 @@ LAG_SAMPLE = 8  # observe the end-to-end lag of one event in eight
 
 
 def _database_url(settings: Settings) -> str:
-    if settings.database_url is None:  # the composition (rowcast.commands) resolves it
+    """ROWCAST_LISTEN_URL, else DATABASE_URL (the composition resolves the embedded one). Every
+    connection of the notifier uses it: the LISTEN one needs a session, and the pool's (log reads,
+    replays, presence, retention) run the same statements many times a second, which psycopg
+    prepares on the server; neither survives a transaction pooler (README: Behind PgBouncer)."""
+    url = settings.notifier_url
+    if url is None:  # the composition (rowcast.commands) resolves it
         raise ValueError("the notifier needs settings.database_url")
-    return settings.database_url
+    return url
 
 
 def setup(app: web.Application, settings: Settings) -> None:

@@ -173,7 +173,8 @@ class PgChangeSource:
             except TimeoutError:
                 raise PoolerDetected(
                     "LISTEN does not receive notifications on this connection (is it behind PgBouncer "
-                    "in transaction mode?); point the notifier directly at Postgres"
+                    "in transaction mode?); point the notifier directly at Postgres with ROWCAST_LISTEN_URL "
+                    "(DATABASE_URL may stay on the pooler for the API)"
                 ) from None
             await conn.execute(f"UNLISTEN {probe}")
             ready.set()

@@ -14,7 +14,10 @@ Handler = Callable[[argparse.Namespace], int]
 
 def settings_from_args(args: argparse.Namespace, **defaults: Any) -> Settings:
     """The command's defaults, then the environment over them, then its flags over both."""
-    flags = {name: getattr(args, name, None) for name in ("host", "port", "database_url", "data_dir", "auth")}
+    flags = {
+        name: getattr(args, name, None)
+        for name in ("host", "port", "database_url", "listen_url", "data_dir", "auth")
+    }
     return from_env(defaults=defaults, **flags)
 
 
@@ -50,3 +53,12 @@ def command(
     )
     parser.set_defaults(handler=handler, parser=parser)
     return parser
+
+
+def listen_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--listen-url",
+        dest="listen_url",
+        help="Postgres URL of the notifier's connections, direct to Postgres when DATABASE_URL is a "
+        "transaction pooler ($ROWCAST_LISTEN_URL, default: the database URL)",
+    )

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from rowcast import jsonexact, workers
 from rowcast import web as web_page
 from rowcast.api import app as api_app
-from rowcast.args import command, serve_flags, settings_from_args
+from rowcast.args import command, listen_flag, serve_flags, settings_from_args
 from rowcast.auth import issue_token
 from rowcast.client import ResyncRequired, SubscriptionError, default_url, subscribe
 from rowcast.database import connect, connect_supported, migration_errors, resolve_url, run_database
@@ -360,6 +360,7 @@ def register(sub: Any) -> None:
         "Auth is open unless ROWCAST_AUTH=token. Ctrl-C or SIGTERM stops it (exit status 0).",
     )
     serve_flags(p)
+    listen_flag(p)
     p.add_argument("--demo", action="store_true", help="seed a few demo books (once)")
     _workers_flag(p)
     _table_flag(p)
@@ -379,6 +380,7 @@ def register(sub: Any) -> None:
         sub, "notifier", cmd_notifier, "run the notifier: /ws, /sse, /changes (token auth by default)"
     )
     serve_flags(p)
+    listen_flag(p)
     _workers_flag(p)
 
     p = command(

@@ -38,12 +38,12 @@ def redact(url: str) -> str:
     return _PASSWORD.sub(r"\1:***@", url)
 
 
-def check_database_url(url: str) -> None:
+def check_database_url(url: str, name: str = "DATABASE_URL") -> None:
     """Refuse, in one line naming the problem, a DATABASE_URL libpq could not use.
     '' stands for the libpq PG* variables and is always accepted."""
     problem = _url_problem(url) if url else None
     if problem:
-        raise ConfigError(f"DATABASE_URL {redact(url)!r}: {problem}")
+        raise ConfigError(f"{name} {redact(url)!r}: {problem}")
 
 
 def _url_problem(url: str) -> str | None:
@@ -142,6 +142,12 @@ class Settings:
     database_url: str | None = setting(
         "DATABASE_URL",
         "Postgres URL; unset (and no PG* vars): embedded Postgres",
+        default=None,
+    )
+    listen_url: str | None = setting(
+        "ROWCAST_LISTEN_URL",
+        "Postgres URL of the notifier's connections (LISTEN, log reads, replays, presence): "
+        "direct to Postgres, never a transaction pooler (default: DATABASE_URL; see Behind PgBouncer)",
         default=None,
     )
     data_dir: Path = setting(
@@ -355,6 +361,13 @@ class Settings:
     def __post_init__(self) -> None:
         if self.database_url is not None:
             check_database_url(self.database_url)
+        if self.listen_url is not None:
+            check_database_url(self.listen_url, "ROWCAST_LISTEN_URL")
+            if self.database_url is None:
+                raise ConfigError(
+                    "ROWCAST_LISTEN_URL is set but DATABASE_URL is not: the embedded Postgres needs no "
+                    "second URL (set DATABASE_URL too, or unset ROWCAST_LISTEN_URL)"
+                )
         if self.auth not in ("open", "token"):
             raise ConfigError(f"ROWCAST_AUTH must be 'open' or 'token', not {self.auth!r}")
         if self.wake_mode not in (None, "notify", "coalesced"):
@@ -389,6 +402,13 @@ class Settings:
                 names.parse(table)
             except names.BadName as exc:
                 raise ConfigError(f"table to serve (ROWCAST_API_TABLES, --table): {exc}") from None
+
+    @property
+    def notifier_url(self) -> str | None:
+        """The notifier's URL: every connection it opens needs a session of its own (LISTEN) or
+        runs the same statements many times a second (prepared by psycopg), so none of them may
+        go through a transaction pooler. ROWCAST_LISTEN_URL, else DATABASE_URL."""
+        return self.listen_url if self.listen_url is not None else self.database_url
 
     @property
     def uses_embedded(self) -> bool:

@@ -35,7 +35,7 @@ from importlib import resources
 from pathlib import Path
 from types import FrameType
 
-from rowcast.args import command, serve_flags, settings_from_args
+from rowcast.args import command, listen_flag, serve_flags, settings_from_args
 from rowcast.database import connect_supported, run_database
 from rowcast.embedded import free_port
 from rowcast.errors import RowcastError
@@ -165,9 +165,14 @@ class Stack:
     children: list[Child] = field(default_factory=list)
     stopping: bool = False
 
-    def child_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("ROWCAST_HOST", "ROWCAST_PORT")}
+    def child_env(self, notifier: bool = False) -> dict[str, str]:
+        """migrate and the api use DATABASE_URL (a transaction pooler will do); the notifiers
+        ROWCAST_LISTEN_URL when it is set (README: Behind PgBouncer)."""
+        dropped = ("ROWCAST_HOST", "ROWCAST_PORT", "ROWCAST_LISTEN_URL")
+        env = {k: v for k, v in os.environ.items() if k not in dropped}
         env.update(DATABASE_URL=self.settings.database_url or "", ROWCAST_AUTH=self.settings.auth)
+        if notifier and self.settings.listen_url is not None:
+            env["ROWCAST_LISTEN_URL"] = self.settings.listen_url
         env["ROWCAST_WORKERS"] = "1"
         if not self.settings.allowed_hosts:
             env["ROWCAST_ALLOWED_HOSTS"] = public_hosts(self.settings)
@@ -177,7 +182,7 @@ class Stack:
 
     def server(self, name: str, command: str, port: int, health: str) -> Child:
         argv = rowcast_argv(command, "--host", "127.0.0.1", "--port", str(port))
-        return Child(name, argv, self.child_env(), f"http://127.0.0.1:{port}{health}")
+        return Child(name, argv, self.child_env(command == "notifier"), f"http://127.0.0.1:{port}{health}")
 
     def migrate(self, demo: bool) -> None:
         """The one-shot migrate of compose (`migrate --roles`): the servers start only after it
@@ -332,6 +337,8 @@ def cmd_stack(args: argparse.Namespace) -> int:
     with run_database(settings) as (url, started):
         # One line if Postgres does not answer, before any process is started.
         connect_supported(url, "rowcast-stack")
+        if settings.listen_url is not None:
+            connect_supported(settings.listen_url, "rowcast-stack")
         demo = settings.database_url is None  # the embedded Postgres: a try-out, as `rowcast up`
         code = run(settings.replace(database_url=url), args.replicas, settings.jwt_secret == made, demo)
     print(
@@ -352,4 +359,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "Ctrl-C or SIGTERM stops all of it (exit status 0).",
     )
     serve_flags(p)
+    listen_flag(p)
     p.add_argument("--replicas", type=int, default=2, help="notifier replicas (default 2)")

@@ -31,9 +31,10 @@ def blocks(language: str) -> list[str]:
 
 
 def test_every_code_block_is_one_this_file_runs() -> None:
-    # Two sh blocks: the two commands, and "Use your own Postgres" (test_own_postgres.py runs it).
+    # Three sh blocks: the two commands, "Use your own Postgres" (test_own_postgres.py runs it) and
+    # "Behind PgBouncer", whose ini block test_pgbouncer.py checks against the PgBouncer it runs.
     # The text block is `rowcast status`'s output (test_status.py compares it with the real one).
-    assert sorted(lang for _, lang, _ in BLOCKS) == ["", "python", "sh", "sh", "sql", "text"]
+    assert sorted(lang for _, lang, _ in BLOCKS) == ["", "ini", "python", "sh", "sh", "sh", "sql", "text"]
     assert "notifier/" in blocks("")[0]  # the one block without a language is the architecture drawing
 
 
