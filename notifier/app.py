@@ -22,6 +22,7 @@ from notifier.retention import prune_forever
 from notifier.service import Notifier
 from notifier.source import PgChangeSource
 from notifier.sse import sse
+from notifier.standby import Standby
 from notifier.state import ACCESS, LISTENER, LONGPOLLS, NOTIFIER, SOCKETS, STREAMS, WORKER
 from notifier.ws import websocket
 from rowcast import hosts
@@ -60,6 +61,22 @@ def setup(app: web.Application, settings: Settings) -> None:
             name="rowcast-notifier",
         )
         await pool.open(wait=False)
+        # A hot standby for the log's rows (ROWCAST_READ_URL, notifier/standby.py): window reads,
+        # replays, long-poll pages and the catalog. Snapshots, LISTEN, the doorbell, presence
+        # (an unlogged table: not on a standby) and pruning stay on the primary.
+        standby: Standby | None = None
+        read_pool = pool
+        if settings.read_url is not None:
+            read_pool = AsyncConnectionPool(
+                settings.read_url,
+                min_size=1,
+                max_size=8,
+                open=False,
+                kwargs={"autocommit": True, "application_name": "rowcast-notifier-read"},
+                name="rowcast-notifier-read",
+            )
+            await read_pool.open(wait=False)
+            standby = Standby(read_pool, pool, settings.read_timeout)
         metrics = Metrics()
         hub = Hub(settings.client_checkpoint_interval)
 
@@ -76,7 +93,7 @@ def setup(app: web.Application, settings: Settings) -> None:
                     metrics.lag.observe(max(lag, 0.0))
 
         listener = Listener(
-            PgChangeSource(url, pool),
+            PgChangeSource(url, pool, standby=standby),
             hub,
             poll_interval=settings.poll_interval,
             on_event=observe,
@@ -85,9 +102,9 @@ def setup(app: web.Application, settings: Settings) -> None:
             on_read=metrics.reads.inc,
             on_wakeup=metrics.wakeups.inc,
         )
-        catalog = Catalog(pool)
+        catalog = Catalog(read_pool)
         presence = Presence(pool, hub, catalog, settings.max_presence_rows)
-        notifier = Notifier(settings, pool, hub, catalog, metrics, listener.started, presence)
+        notifier = Notifier(settings, pool, hub, catalog, metrics, listener.started, presence, standby)
         app[NOTIFIER] = notifier
         app[LISTENER] = listener
         run = asyncio.create_task(listener.run(), name="rowcast-listener")
@@ -106,6 +123,8 @@ def setup(app: web.Application, settings: Settings) -> None:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await pool.close()
+            if standby is not None:
+                await read_pool.close()
             raise listener.fatal
         try:
             yield
@@ -116,6 +135,8 @@ def setup(app: web.Application, settings: Settings) -> None:
             await presence.close()
             hub.close()
             await pool.close()
+            if standby is not None:
+                await read_pool.close()
 
     async def close_clients(app: web.Application) -> None:
         """Graceful shutdown: every socket gets 1001 Going Away, every SSE stream ends."""

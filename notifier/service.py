@@ -19,6 +19,7 @@ from notifier.outbox import Outbox
 from notifier.presence import Presence
 from notifier.replay import CursorExpired, LogReader, Pool, ReadGate, current_snapshot
 from notifier.snapshot import BadCursor, Snapshot
+from notifier.standby import Standby
 from rowcast import names
 from rowcast.auth import Principal
 from rowcast.settings import Settings
@@ -64,6 +65,7 @@ class Notifier:
         metrics: Metrics,
         reader_started: asyncio.Event | None = None,
         presence: Presence | None = None,
+        standby: Standby | None = None,
     ) -> None:
         self.settings = settings
         # Who views or edits which row (notifier/presence.py); None where the app runs without it.
@@ -72,7 +74,9 @@ class Notifier:
         # change their snapshot does not see is then read by a window after they registered.
         self.reader_started = reader_started
         self.pool = pool
-        self.reads = LogReader(pool, ReadGate(settings.max_reads_per_subject), settings.read_timeout)
+        # Replays and long-poll pages read their rows on the standby when there is one
+        # (ROWCAST_READ_URL); snapshots (`current_snapshot(self.pool)`) always come from the primary.
+        self.reads = LogReader(pool, ReadGate(settings.max_reads_per_subject), settings.read_timeout, standby)
         self.hub = hub
         self.catalog = catalog
         hub.on_table_change.append(catalog.apply)

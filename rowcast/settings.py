@@ -38,12 +38,12 @@ def redact(url: str) -> str:
     return _PASSWORD.sub(r"\1:***@", url)
 
 
-def check_database_url(url: str) -> None:
+def check_database_url(url: str, name: str = "DATABASE_URL") -> None:
     """Refuse, in one line naming the problem, a DATABASE_URL libpq could not use.
     '' stands for the libpq PG* variables and is always accepted."""
     problem = _url_problem(url) if url else None
     if problem:
-        raise ConfigError(f"DATABASE_URL {redact(url)!r}: {problem}")
+        raise ConfigError(f"{name} {redact(url)!r}: {problem}")
 
 
 def _url_problem(url: str) -> str | None:
@@ -69,6 +69,12 @@ class Setting:
 # One table, also rendered into the README: name -> (environment variable, meaning).
 ENV: dict[str, Setting] = {
     "database_url": Setting("DATABASE_URL", "Postgres URL; unset (and no PG* vars): embedded Postgres"),
+    "read_url": Setting(
+        "ROWCAST_READ_URL",
+        "a hot standby of DATABASE_URL the notifier reads the change log from (window reads, replays, "
+        "long-poll pages, catalog); snapshots, LISTEN, presence and writes stay on DATABASE_URL "
+        "(default: unset, everything on DATABASE_URL; see Reading from a standby)",
+    ),
     "data_dir": Setting(
         "ROWCAST_DATA_DIR",
         "where the embedded Postgres keeps its data (default: user data dir; /var/lib/rowcast as root)",
@@ -190,6 +196,7 @@ def default_data_dir() -> Path:
 @dataclasses.dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
+    read_url: str | None = None
     data_dir: Path = dataclasses.field(default_factory=lambda: default_data_dir())
     host: str = "127.0.0.1"
     port: int = 8080
@@ -234,6 +241,10 @@ class Settings:
     def __post_init__(self) -> None:
         if self.database_url is not None:
             check_database_url(self.database_url)
+        if self.read_url is not None:
+            if not self.read_url:
+                raise ConfigError("ROWCAST_READ_URL must be a postgresql:// URL (unset it to read from DATABASE_URL)")
+            check_database_url(self.read_url, "ROWCAST_READ_URL")
         if self.auth not in ("open", "token"):
             raise ConfigError(f"ROWCAST_AUTH must be 'open' or 'token', not {self.auth!r}")
         if self.wake_mode not in ("notify", "coalesced"):
