@@ -343,3 +343,21 @@ async def test_a_prune_replayed_between_the_snapshot_and_the_standby_read_is_a_r
         async with ws_connect(base) as client:
             answer = await client.subscribe(cursor=old_cursor)
         assert answer["type"] == "resync_required"
+
+
+async def test_coalesced_mode_reads_from_the_standby_too(pair: Replica, dbname: str) -> None:
+    """The doorbell is re-armed on the primary (the standby is read-only), the rows come from the standby."""
+    primary, standby = pair.primary(dbname), pair.standby(dbname)
+    with psycopg.connect(primary, autocommit=True) as conn:
+        conn.execute("SELECT rowcast.set_wake_mode('coalesced')")
+    async with serve(create_app(settings_for(primary, read_url=standby))) as base:
+        await wait_healthy(base)
+        async with ws_connect(base) as client, receiving(client):
+            await client.send(type="subscribe", ref="s", table="books")
+            await wait_until(lambda: any(f["type"] == "subscribed" for f in client.frames), 10)
+            await asyncio.gather(*(_writer(primary, f"c{k}-", 10, k) for k in range(2)))
+            log = await _log(primary)
+            await wait_until(lambda: _count(client) >= len(log), 10)
+            await asyncio.sleep(0.3)
+            ids = [f["id"] for f in client.frames if f["type"] == "change"]
+    assert sorted(ids) == [i for i, _ in log]
