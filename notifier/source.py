@@ -181,14 +181,9 @@ class PgChangeSource:
         params.update(snap=primary.snapshot, after=0)
         async with standby.connection(primary.lsn) as conn:
             rows = await (await conn.execute(_STANDBY_FIRST, params)).fetchall()
-        pruned = max(
-            (
-                p
-                for p in (primary.pruned, int(rows[0][0]) if rows[0][0] is not None else None)
-                if p is not None
-            ),
-            default=None,
-        )
+        # The standby may have replayed a prune that came after S: its rows are gone there.
+        here = int(rows[0][0]) if rows[0][0] is not None else None
+        pruned = max((p for p in (primary.pruned, here) if p is not None), default=None)
         if pruned_past(since.snapshot, pruned):
             gap = f"changes up to xid {pruned} were pruned before this notifier read them"
             return Page([], snap, False, primary.mode, gap=gap)

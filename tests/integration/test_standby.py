@@ -21,7 +21,7 @@ from notifier.app import create_app
 from notifier.snapshot import Snapshot
 from rowcast.errors import ConfigError
 from rowcast.settings import from_env
-from tests.pg import install_with_demo
+from tests.pg import ROLE_PASSWORD, as_role, install_with_demo
 from tests.replica import BIN_DIRS, Replica, missing, replica
 from tests.servers import serve, settings_for, wait_healthy, wait_until, ws_connect
 
@@ -361,3 +361,31 @@ async def test_coalesced_mode_reads_from_the_standby_too(pair: Replica, dbname: 
             await asyncio.sleep(0.3)
             ids = [f["id"] for f in client.frames if f["type"] == "change"]
     assert sorted(ids) == [i for i, _ in log]
+
+
+async def test_a_rowcast_notifier_login_may_read_from_the_standby(pair: Replica, dbname: str) -> None:
+    """Least privilege: the functions used on each side (WAL positions, replay position, the
+    nudge) need no grant beyond rowcast_notifier's."""
+    from notifier.state import LISTENER
+
+    role = f"rc_sb_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(pair.primary(dbname), autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{ROLE_PASSWORD}' IN ROLE rowcast_notifier")
+    pair.wait_replayed()
+    primary, standby = as_role(pair.primary(dbname), role), as_role(pair.standby(dbname), role)
+    try:
+        app = create_app(settings_for(primary, read_url=standby))
+        async with serve(app) as base:
+            await wait_healthy(base)
+            async with ws_connect(base) as client, receiving(client):
+                await client.send(type="subscribe", ref="s", table="books")
+                await wait_until(lambda: any(f["type"] == "subscribed" for f in client.frames), 10)
+                async with await psycopg.AsyncConnection.connect(pair.primary(dbname)) as open_tx:
+                    await open_tx.execute("INSERT INTO books (title) VALUES ('open')")  # unflushed WAL
+                    await wait_until(lambda: app[LISTENER].source.standby.nudges >= 1, 5)
+                    await _writer(pair.primary(dbname), "r-", 5, 1)
+                    await open_tx.commit()
+                await wait_until(lambda: _count(client) >= 6, 10)
+    finally:
+        with psycopg.connect(pair.primary(dbname), autocommit=True) as conn:
+            conn.execute(f"DROP ROLE {role}")
