@@ -27,7 +27,7 @@ from notifier.state import ACCESS, LISTENER, LONGPOLLS, NOTIFIER, SOCKETS, STREA
 from notifier.ws import websocket
 from rowcast import hosts
 from rowcast.auth import AuthError
-from rowcast.settings import Settings
+from rowcast.settings import Settings, redact
 
 log = logging.getLogger("rowcast.notifier")
 
@@ -77,6 +77,7 @@ def setup(app: web.Application, settings: Settings) -> None:
             )
             await read_pool.open(wait=False)
             standby = Standby(read_pool, pool, settings.read_timeout)
+            log.info("reading the change log's rows from the standby %s", redact(settings.read_url))
         metrics = Metrics()
         hub = Hub(settings.client_checkpoint_interval)
 
