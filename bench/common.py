@@ -89,7 +89,8 @@ def revision() -> dict[str, Any]:
 
     The digest tells apart runs of the same commit with different uncommitted notifier/db changes.
     """
-    root = Path(__file__).resolve().parent.parent
+    before = before_python()
+    root = Path(__file__).resolve().parent.parent if before is None else before.parent.parent.parent
     digest = hashlib.sha256()
     for path in sorted([*root.glob("notifier/*.py"), *root.glob("db/sql/*.sql")]):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
@@ -160,7 +161,14 @@ def database(extra_conf: str = "") -> Iterator[Database]:
         url = server.url()
         with psycopg.connect(url, autocommit=True) as conn:
             roles.install(conn)
-        migrate.upgrade(url)
+        before = before_python()
+        if before is None:
+            migrate.upgrade(url)
+        else:  # the older version's own schema, by its own migrations
+            subprocess.run(
+                [str(before), "-c", "import sys; from db import migrate; migrate.upgrade(sys.argv[1])", url],
+                check=True,
+            )
         yield Database(url, server, tmp)
     finally:
         server.destroy()
@@ -259,9 +267,23 @@ class Server:
             self.proc.wait(5)
 
 
+def before_python() -> Path | None:
+    """ROWCAST_BENCH_BEFORE: a checkout of an older rowcast with its own .venv. Then the database
+    gets that version's schema and `notifier` runs that version, under this harness: an A/B of
+    two versions measured the same way (python -m bench.fanout --servers rowcast)."""
+    folder = os.environ.get("ROWCAST_BENCH_BEFORE")
+    if not folder:
+        return None
+    python = Path(folder) / ".venv" / "bin" / "python"
+    if not python.is_file():
+        raise SystemExit(f"bench: ROWCAST_BENCH_BEFORE={folder} has no .venv/bin/python")
+    return python
+
+
 def notifier(db: Database, name: str = "notifier", workers: int = 1, **env: str) -> Server:
     """`rowcast notifier`: one process unless `workers` says more (RSS and profiles read one pid)."""
-    argv = [sys.executable, "-m", "rowcast.cli", "notifier", "--auth", "open", "--database-url", db.url]
+    python = before_python() or Path(sys.executable)
+    argv = [str(python), "-m", "rowcast.cli", "notifier", "--auth", "open", "--database-url", db.url]
     base_env = {"ROWCAST_LOG_LEVEL": "WARNING", "ROWCAST_WORKERS": str(workers)}
     ready = "rowcast notifier on" if workers > 1 else None
     return Server(name, argv, {**base_env, **env}, db.tmp / f"{name}.log", ready_line=ready)

@@ -21,6 +21,7 @@ from rowcast.notifier.retention import prune_forever
 from rowcast.notifier.service import Notifier
 from rowcast.notifier.source import PgChangeSource
 from rowcast.notifier.sse import sse
+from rowcast.notifier.standby import Standby
 from rowcast.notifier.state import ACCESS, LISTENER, LONGPOLLS, NOTIFIER, SOCKETS, STREAMS, WORKER
 from rowcast.notifier.status import (
     HEALTH,
@@ -33,7 +34,7 @@ from rowcast.notifier.status import (
 from rowcast.notifier.ws import websocket
 
 from rowcast import hosts
-from rowcast.settings import Settings
+from rowcast.settings import Settings, redact
 from rowcast.wire import Close
 
 log = logging.getLogger("rowcast.notifier")
@@ -71,6 +72,23 @@ def setup(app: web.Application, settings: Settings) -> None:
             name="rowcast-notifier",
         )
         await pool.open(wait=False)
+        # A hot standby for the log's rows (ROWCAST_READ_URL, notifier/standby.py): window reads,
+        # replays, long-poll pages and the catalog. Snapshots, LISTEN, the doorbell, presence
+        # (an unlogged table: not on a standby) and pruning stay on the primary.
+        standby: Standby | None = None
+        read_pool = pool
+        if settings.read_url is not None:
+            read_pool = AsyncConnectionPool(
+                settings.read_url,
+                min_size=1,
+                max_size=8,
+                open=False,
+                kwargs={"autocommit": True, "application_name": "rowcast-notifier-read"},
+                name="rowcast-notifier-read",
+            )
+            await read_pool.open(wait=False)
+            standby = Standby(read_pool, pool, settings.read_timeout)
+            log.info("reading the change log's rows from the standby %s", redact(settings.read_url))
         metrics = Metrics()
         health = Health(settings, metrics)
         app[HEALTH] = health
@@ -90,7 +108,7 @@ def setup(app: web.Application, settings: Settings) -> None:
                     health.lag.add(max(lag, 0.0))
 
         listener = Listener(
-            PgChangeSource(url, pool),
+            PgChangeSource(url, pool, standby=standby),
             hub,
             poll_interval=settings.poll_interval,
             on_event=observe,
@@ -99,11 +117,11 @@ def setup(app: web.Application, settings: Settings) -> None:
             on_read=health.read_done,
             on_wakeup=metrics.wakeups.inc,
         )
-        catalog = Catalog(pool)
+        catalog = Catalog(read_pool)
         presence = Presence(
             pool, hub, catalog, settings.max_presence_rows, timeout=settings.presence_timeout
         )
-        notifier = Notifier(settings, pool, hub, catalog, metrics, listener.started, presence)
+        notifier = Notifier(settings, pool, hub, catalog, metrics, listener.started, presence, standby)
         app[NOTIFIER] = notifier
         app[LISTENER] = listener
         run = asyncio.create_task(listener.run(), name="rowcast-listener")
@@ -123,6 +141,8 @@ def setup(app: web.Application, settings: Settings) -> None:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await pool.close()
+            if standby is not None:
+                await read_pool.close()
             raise listener.fatal
         try:
             yield
@@ -133,6 +153,8 @@ def setup(app: web.Application, settings: Settings) -> None:
             await presence.close()
             hub.close()
             await pool.close()
+            if standby is not None:
+                await read_pool.close()
 
     async def close_clients(app: web.Application) -> None:
         """Graceful shutdown: every socket gets 1001 Going Away, every SSE stream ends."""

@@ -27,6 +27,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from rowcast.notifier.events import LOG_COLUMNS, Event
 from rowcast.notifier.snapshot import BadCursor, Snapshot, pruned_past
+from rowcast.notifier.standby import Standby, primary_snapshot
 
 Pool = AsyncConnectionPool[AsyncConnection[tuple[Any, ...]]]
 PAGE = 2000  # log rows per page statement
@@ -72,6 +73,12 @@ _REPLAY_FIRST = _statement(True, _FIRST, BY_ID, BY_ID)
 _REPLAY_NEXT = _statement(False, _LATER + _AFTER_ID, BY_ID, BY_ID)
 _SCAN_FIRST = _statement(True, _FIRST, BY_XID, "")
 _SCAN_NEXT = _statement(False, _LATER + _AFTER_XID_ID, BY_XID, "")
+# First pages on a standby (ROWCAST_READ_URL): `now` comes from the primary, fixed explicitly.
+_NOW = " AND pg_visible_in_snapshot(changes.xid, %(now)s::pg_snapshot)"
+_ON_STANDBY = {
+    _REPLAY_FIRST: _statement(False, _FIRST + _NOW, BY_ID, BY_ID),
+    _SCAN_FIRST: _statement(False, _FIRST + _NOW, BY_XID, ""),
+}
 
 
 class CursorExpired(Exception):
@@ -126,8 +133,9 @@ class Scan:
 class LogReader:
     """Page reads of the change log for clients, bounded in time and per subject."""
 
-    def __init__(self, pool: Pool, gate: ReadGate, timeout: float) -> None:
-        self.pool = pool
+    def __init__(self, pool: Pool, gate: ReadGate, timeout: float, standby: Standby | None = None) -> None:
+        self.pool = pool  # the primary: with a standby, only each read's snapshot comes from here
+        self.standby = standby
         self.gate = gate
         self.timeout_ms = max(1, round(timeout * 1000))
 
@@ -146,7 +154,7 @@ class LogReader:
         an xid bound to start from in id order, it would walk the key from the log's beginning.
         """
         config = (f"{self.timeout_ms}ms", "off" if walk else "on")
-        async with self.gate.hold(subject), self.pool.connection() as conn, conn.transaction():
+        async with self.gate.hold(subject), self._connection(params) as conn, conn.transaction():
             await conn.execute(
                 "SELECT set_config('statement_timeout', %s, true), set_config('enable_sort', %s, true)",
                 config,
@@ -157,10 +165,28 @@ class LogReader:
             raise CursorExpired(f"changes after this cursor were pruned (up to xid {pruned})")
         return rows[0][0], [r[2:] for r in rows if r[2] is not None]
 
+    def _connection(
+        self, params: dict[str, Any]
+    ) -> contextlib.AbstractAsyncContextManager[AsyncConnection[Row]]:
+        if self.standby is not None and "lsn" in params:
+            return self.standby.connection(params["lsn"])
+        return self.pool.connection()
+
     async def _first(
         self, subject: str, query: str, params: dict[str, Any], since: Snapshot, *, walk: bool = False
     ) -> tuple[Snapshot, list[Row]]:
-        snap, rows = await self.fetch(subject, query, params, since, walk=walk)
+        snap: str | None
+        if self.standby is not None:
+            # `now` from the primary (a standby's own snapshot hides what is running on the
+            # primary, notifier/standby.py), the rows from the standby once it has replayed it.
+            primary = await primary_snapshot(self.pool)
+            if pruned_past(since, primary.pruned):
+                raise CursorExpired(f"changes after this cursor were pruned (up to xid {primary.pruned})")
+            params.update(now=primary.snapshot, lsn=primary.lsn)
+            _, rows = await self.fetch(subject, _ON_STANDBY[query], params, since, walk=walk)
+            snap = primary.snapshot
+        else:
+            snap, rows = await self.fetch(subject, query, params, since, walk=walk)
         assert snap is not None
         now = Snapshot.parse(snap)
         if since.xmax > now.xmax:

@@ -18,6 +18,7 @@ from rowcast.notifier.outbox import Outbox
 from rowcast.notifier.presence import Presence
 from rowcast.notifier.replay import CursorExpired, LogReader, Pool, ReadGate, current_snapshot
 from rowcast.notifier.snapshot import BadCursor, Snapshot
+from rowcast.notifier.standby import Standby
 
 from rowcast import names
 from rowcast.auth import Principal
@@ -64,6 +65,7 @@ class Notifier:
         metrics: Metrics,
         reader_started: asyncio.Event | None = None,
         presence: Presence | None = None,
+        standby: Standby | None = None,
     ) -> None:
         self.settings = settings
         # Who views or edits which row (notifier/presence.py); None where the app runs without it.
@@ -72,7 +74,9 @@ class Notifier:
         # change their snapshot does not see is then read by a window after they registered.
         self.reader_started = reader_started
         self.pool = pool
-        self.reads = LogReader(pool, ReadGate(settings.max_reads_per_subject), settings.read_timeout)
+        # Replays and long-poll pages read their rows on the standby when there is one
+        # (ROWCAST_READ_URL); snapshots (`current_snapshot(self.pool)`) always come from the primary.
+        self.reads = LogReader(pool, ReadGate(settings.max_reads_per_subject), settings.read_timeout, standby)
         self.hub = hub
         self.catalog = catalog
         hub.on_table_change.append(catalog.apply)

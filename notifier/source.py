@@ -27,6 +27,7 @@ from psycopg import AsyncConnection
 from rowcast.notifier.events import LOG_COLUMNS, Event
 from rowcast.notifier.replay import Pool
 from rowcast.notifier.snapshot import Snapshot, pruned_past
+from rowcast.notifier.standby import Standby, primary_snapshot
 
 from rowcast.errors import PoolerDetected
 
@@ -60,6 +61,12 @@ _FIRST = (
     f"SELECT {LOG_COLUMNS} FROM rowcast.changes "
     f"WHERE (xid = ANY(%(xip)s::text[]::xid8[]) OR {_AFTER_XMAX}) "
     "ORDER BY id LIMIT %(limit)s) c ON true"
+)
+# The first page on a standby (ROWCAST_READ_URL, notifier/standby.py): S comes from the primary and
+# is fixed explicitly; the standby's own prune state is re-read with the rows.
+_STANDBY_FIRST = (
+    "WITH s AS (SELECT (SELECT pruned_xid::text FROM rowcast.prune_state) AS pruned) "
+    f"SELECT s.pruned, c.* FROM s LEFT JOIN LATERAL ({_WINDOW}) c ON true"
 )
 _START = (
     "SELECT pg_current_snapshot()::text, (SELECT pruned_xid::text FROM rowcast.prune_state), "
@@ -116,9 +123,19 @@ class ChangeSource(Protocol):
 class PgChangeSource:
     """The real thing: a LISTEN connection of its own, window reads from a small pool."""
 
-    def __init__(self, url: str, pool: Pool, *, liveness_timeout: float = 5.0, probe_timeout: float = 5.0):
+    def __init__(
+        self,
+        url: str,
+        pool: Pool,
+        *,
+        liveness_timeout: float = 5.0,
+        probe_timeout: float = 5.0,
+        standby: Standby | None = None,
+    ):
         self.url = url
-        self.pool = pool
+        self.pool = pool  # the primary: snapshots, wake mode, doorbell, the LISTEN probe
+        self.standby = standby  # where the rows are read, when not from the primary
+        self._lsn = ""  # the primary's WAL position behind the current window's snapshot
         self.liveness_timeout = liveness_timeout
         self.probe_timeout = probe_timeout
 
@@ -139,6 +156,8 @@ class PgChangeSource:
             "after": after,
             "limit": limit + 1,
         }
+        if self.standby is not None:
+            return await self._read_standby(self.standby, since, snapshot, params, limit)
         async with self.pool.connection() as conn:
             if snapshot is not None:  # a later page: S is fixed, its rows are committed for good
                 params["snap"] = str(snapshot)
@@ -153,6 +172,32 @@ class PgChangeSource:
             return Page([], snap, False, mode, gap=gap)
         page = self._page([r[3:] for r in rows if r[3] is not None], snap, limit)
         page.mode = mode
+        return page
+
+    async def _read_standby(
+        self, standby: Standby, since: Position, snapshot: Snapshot | None, params: dict[str, Any], limit: int
+    ) -> Page:
+        """The same page, with S from the primary and the rows from the standby once it has
+        replayed everything S sees (notifier/standby.py)."""
+        if snapshot is not None:
+            params["snap"] = str(snapshot)
+            async with standby.connection(self._lsn) as conn:
+                rows = await (await conn.execute(_WINDOW, params)).fetchall()
+            return self._page(rows, snapshot, limit)
+        primary = await primary_snapshot(self.pool)
+        self._lsn = primary.lsn
+        snap = Snapshot.parse(primary.snapshot)
+        params.update(snap=primary.snapshot, after=0)
+        async with standby.connection(primary.lsn) as conn:
+            rows = await (await conn.execute(_STANDBY_FIRST, params)).fetchall()
+        # The standby may have replayed a prune that came after S: its rows are gone there.
+        here = int(rows[0][0]) if rows[0][0] is not None else None
+        pruned = max((p for p in (primary.pruned, here) if p is not None), default=None)
+        if pruned_past(since.snapshot, pruned):
+            gap = f"changes up to xid {pruned} were pruned before this notifier read them"
+            return Page([], snap, False, primary.mode, gap=gap)
+        page = self._page([r[1:] for r in rows if r[1] is not None], snap, limit)
+        page.mode = primary.mode
         return page
 
     @staticmethod

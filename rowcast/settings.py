@@ -150,6 +150,14 @@ class Settings:
         "direct to Postgres, never a transaction pooler (default: DATABASE_URL; see Behind PgBouncer)",
         default=None,
     )
+    read_url: str | None = setting(
+        "ROWCAST_READ_URL",
+        "a hot standby of the notifier's primary (ROWCAST_LISTEN_URL, else DATABASE_URL) it reads the "
+        "change log's rows from (window reads, replays, long-poll pages, catalog); snapshots, LISTEN, "
+        "presence and writes stay on the primary (default: unset, everything on the primary; see "
+        "Reading from a standby)",
+        default=None,
+    )
     data_dir: Path = setting(
         "ROWCAST_DATA_DIR",
         "where the embedded Postgres keeps its data (default: user data dir; /var/lib/rowcast as root)",
@@ -361,6 +369,10 @@ class Settings:
     def __post_init__(self) -> None:
         if self.database_url is not None:
             check_database_url(self.database_url)
+        if self.read_url is not None:
+            if not self.read_url:
+                raise ConfigError("ROWCAST_READ_URL must be a postgresql:// URL (unset it to read from the primary)")
+            check_database_url(self.read_url, "ROWCAST_READ_URL")
         if self.listen_url is not None:
             check_database_url(self.listen_url, "ROWCAST_LISTEN_URL")
             if self.database_url is None:
