@@ -159,16 +159,15 @@ def database(extra_conf: str = "") -> Iterator[Database]:
                 conf.write("\n# rowcast bench\n" + extra_conf + "\n")
             server.restart()
         url = server.url()
-        with psycopg.connect(url, autocommit=True) as conn:
-            roles.install(conn)
         before = before_python()
         if before is None:
+            with psycopg.connect(url, autocommit=True) as conn:
+                roles.install(conn)
             migrate.upgrade(url)
         else:  # the older version's own schema, by its own migrations
-            subprocess.run(
-                [str(before), "-c", "import sys; from db import migrate; migrate.upgrade(sys.argv[1])", url],
-                check=True,
-            )
+            # -P: the older checkout its .venv installs, not this one (the working directory).
+            code = "import sys; from db import migrate; migrate.upgrade(sys.argv[1])"
+            subprocess.run([str(before), "-P", "-c", code, url], check=True)
         yield Database(url, server, tmp)
     finally:
         server.destroy()
@@ -282,8 +281,9 @@ def before_python() -> Path | None:
 
 def notifier(db: Database, name: str = "notifier", workers: int = 1, **env: str) -> Server:
     """`rowcast notifier`: one process unless `workers` says more (RSS and profiles read one pid)."""
-    python = before_python() or Path(sys.executable)
-    argv = [str(python), "-m", "rowcast.cli", "notifier", "--auth", "open", "--database-url", db.url]
+    before = before_python()
+    python = [str(before), "-P"] if before else [sys.executable]  # -P: the older checkout, not this one
+    argv = [*python, "-m", "rowcast.cli", "notifier", "--auth", "open", "--database-url", db.url]
     base_env = {"ROWCAST_LOG_LEVEL": "WARNING", "ROWCAST_WORKERS": str(workers)}
     ready = "rowcast notifier on" if workers > 1 else None
     return Server(name, argv, {**base_env, **env}, db.tmp / f"{name}.log", ready_line=ready)
