@@ -13,9 +13,13 @@ from rowcast.db import sqlfiles
 _NAME = re.compile(r"^-- name: ([a-z_]+)\s*$", re.M)
 
 
+_FRAGMENT = re.compile(r"\{\{([a-z_]+)\}\}")
+
+
 @cache
 def statements() -> dict[str, str]:
-    """name -> statement text, without its comment lines."""
+    """name -> statement text, without its comment lines; `{{name}}` inside a statement stands
+    for the named fragment (e.g. the log columns every read selects)."""
     text = sqlfiles.read("queries.sql")
     parts = _NAME.split(text)[1:]
     found: dict[str, str] = {}
@@ -24,7 +28,11 @@ def statements() -> dict[str, str]:
             raise ValueError(f"queries.sql names {name!r} twice")
         lines = [line for line in body.splitlines() if line.strip() and not line.startswith("--")]
         found[name] = "\n".join(lines).strip().removesuffix(";")
-    return found
+
+    def expand(match: re.Match[str]) -> str:
+        return found[match.group(1)]
+
+    return {name: _FRAGMENT.sub(expand, statement) for name, statement in found.items()}
 
 
 def sql(name: str) -> str:

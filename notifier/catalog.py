@@ -7,20 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
+from rowcast.db import queries
 from rowcast.notifier.schema import TableChange
 
 from rowcast import names
 from rowcast.auth import qualify
 
-_QUERY = """
-SELECT c.schema_name, c.table_name, c.pk_columns, a.attname::text, t.typcategory::text
-  FROM rowcast.captured c
-  JOIN pg_attribute a
-    ON a.attrelid = to_regclass(format('%I.%I', c.schema_name, c.table_name))
-   AND a.attnum > 0 AND NOT a.attisdropped
-  JOIN pg_type t ON t.oid = a.atttypid
- ORDER BY c.schema_name, c.table_name, a.attnum
-"""
+_QUERY = queries.sql("catalog_columns")
 
 
 @dataclass(frozen=True)

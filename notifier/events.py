@@ -13,20 +13,14 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from rowcast.db import queries
+
 from rowcast import jsonexact, names
 
 # What a replay selects: the routing fields, the key, and the whole event as JSON text.
 # json_build_object (text), not jsonb_build_object, and the key as text: measured about 1.5x
 # faster per row, and replay speed is bounded by this query.
-LOG_COLUMNS = (
-    "id, xid::text, schema_name, table_name, op, pk::text, "
-    "json_build_object('id', id, 'xid', xid::text, 'at', at, 'schema', schema_name, "
-    "'table', table_name, 'op', op, 'pk', pk, 'row', \"row\", 'old', old, "
-    "'actor', json_build_object('user', db_user, 'app', application_name, "
-    "'addr', host(client_addr), 'actor', actor, 'request_id', request_id))::text, "
-    "to_json(at)::text"
-)
-
+LOG_COLUMNS = queries.sql("log_columns")  # db/sql/queries.sql; a row of it is a LogRow
 
 
 class LogRow(NamedTuple):

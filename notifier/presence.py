@@ -42,6 +42,7 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
+from rowcast.db import queries
 from rowcast.notifier.catalog import Catalog
 from rowcast.notifier.events import Event
 from rowcast.notifier.hub import LIVE, Hub, Session, Subscription
@@ -157,50 +158,19 @@ def _iso(value: Any) -> str:
 
 # -- SQL -------------------------------------------------------------------------------------------
 
-_UPSERT = (
-    "INSERT INTO rowcast.presence (session_id, notifier_id, subject, schema_name, table_name, pk, "
-    "state, expires_at) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, "
-    "clock_timestamp() + %s * interval '1 second') "
-    "ON CONFLICT (session_id, schema_name, table_name, pk) DO UPDATE SET "
-    "since = CASE WHEN rowcast.presence.state = EXCLUDED.state "
-    "AND rowcast.presence.subject = EXCLUDED.subject "
-    "THEN rowcast.presence.since ELSE EXCLUDED.since END, "
-    "subject = EXCLUDED.subject, state = EXCLUDED.state, expires_at = EXCLUDED.expires_at"
-)
-_DELETE_ROW = (
-    "DELETE FROM rowcast.presence WHERE session_id = %s AND schema_name = %s AND table_name = %s "
-    "AND pk = %s::jsonb"
-)
-_DELETE_SESSION = "DELETE FROM rowcast.presence WHERE session_id = %s"
-_DELETE_NOTIFIER = "DELETE FROM rowcast.presence WHERE notifier_id = %s"
+_UPSERT = queries.sql("presence_upsert")
+_DELETE_ROW = queries.sql("presence_delete_row")
+_DELETE_SESSION = queries.sql("presence_delete_session")
+_DELETE_NOTIFIER = queries.sql("presence_delete_notifier")
 # A row's key changed: the session's entry moves to the new key, `since` kept (merged with an entry
 # the session already had there: editing wins). One statement, so readers see the move at once.
-_MOVE = (
-    "WITH moved AS (DELETE FROM rowcast.presence WHERE session_id = %s AND schema_name = %s "
-    "AND table_name = %s AND pk = %s::jsonb RETURNING *) "
-    "INSERT INTO rowcast.presence (session_id, notifier_id, subject, schema_name, table_name, pk, "
-    "state, since, expires_at) SELECT session_id, notifier_id, subject, schema_name, table_name, "
-    "%s::jsonb, state, since, expires_at FROM moved "
-    "ON CONFLICT (session_id, schema_name, table_name, pk) DO UPDATE SET "
-    "state = CASE WHEN 'editing' IN (rowcast.presence.state, EXCLUDED.state) THEN 'editing' "
-    "ELSE 'viewing' END, since = least(rowcast.presence.since, EXCLUDED.since), "
-    "expires_at = greatest(rowcast.presence.expires_at, EXCLUDED.expires_at)"
-)
-_REFRESH = (
-    "UPDATE rowcast.presence SET expires_at = clock_timestamp() + %s * interval '1 second' "
-    "WHERE session_id = ANY(%s)"
-)
-_READ = (
-    "SELECT session_id, subject, schema_name, table_name, pk::text, state, since "
-    "FROM rowcast.presence WHERE expires_at > clock_timestamp()"
-)
-_PURGE = "DELETE FROM rowcast.presence WHERE expires_at < clock_timestamp() - interval '1 minute'"
+_MOVE = queries.sql("presence_move")
+_REFRESH = queries.sql("presence_refresh")
+_READ = queries.sql("presence_read")
+_PURGE = queries.sql("presence_purge")
 # The row's latest image in the log: what a scope or filter is judged on. A later truncate (or a
 # delete: its "row" is null) means the row is gone.
-_IMAGE = (
-    'SELECT "row"::text FROM rowcast.changes WHERE schema_name = %s AND table_name = %s '
-    "AND (pk = %s::jsonb OR op = 'truncate') ORDER BY id DESC LIMIT 1"
-)
+_IMAGE = queries.sql("presence_row_image")
 
 
 class Images:

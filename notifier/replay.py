@@ -25,7 +25,8 @@ from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
-from rowcast.notifier.events import LOG_COLUMNS, Event
+from rowcast.db import queries
+from rowcast.notifier.events import Event
 from rowcast.notifier.snapshot import BadCursor, Snapshot, pruned_past
 from rowcast.notifier.standby import Standby, primary_snapshot
 
@@ -33,51 +34,24 @@ Pool = AsyncConnectionPool[AsyncConnection[tuple[Any, ...]]]
 PAGE = 2000  # log rows per page statement
 Row = tuple[Any, ...]
 
-# Changes of one table the cursor `since` did not see.
-_UNSEEN = (
-    "NOT pg_visible_in_snapshot(changes.xid, %(since)s::pg_snapshot) "
-    "AND schema_name = %(schema)s AND table_name = %(table)s"
-)
-# A first page: xid >= xmin(since) lets the xid index bound the scan.
-_FIRST = "changes.xid >= %(xmin)s::text::xid8 AND " + _UNSEEN
-# A later page: `now` fixed explicitly, after the last key read. Without the xmin bound, so that
-# the planner walks the key's index from there (linear over the whole replay) instead of
-# re-reading every unseen row through the xid index on every page.
-_LATER = _UNSEEN + " AND pg_visible_in_snapshot(changes.xid, %(now)s::pg_snapshot)"
-_AFTER_ID = " AND changes.id > %(after)s"
-# A row comparison, so the (xid, id) index (capture v4) starts exactly at the key.
-_AFTER_XID_ID = " AND (changes.xid, changes.id) > (%(after_xid)s::text::xid8, %(after)s::bigint)"
-# Ordered by the column, never by the select list's `xid::text` (text order skips xids across 10^n).
-BY_ID = " ORDER BY changes.id"
-BY_XID = " ORDER BY changes.xid, changes.id"
-
-
-def _statement(first: bool, where: str, order: str, outer: str) -> str:
-    """One page: (snapshot or NULL, prune state, log columns...); the LEFT JOIN yields the first
-    two even when no row matches.
-
-    The page's ids are chosen first and only their rows built as JSON: selecting the columns
-    directly had Postgres build the JSON of every candidate row before sorting (1 s and a 110 MB
-    external sort per 2,000-row page of a 200,000-change replay).
-    """
-    snap = "pg_current_snapshot()::text" if first else "NULL::text"
-    ids = f"SELECT changes.id FROM rowcast.changes WHERE {where}{order} LIMIT %(limit)s"
-    return (
-        f"WITH s AS (SELECT {snap} AS snap, (SELECT pruned_xid::text FROM rowcast.prune_state) AS pruned) "
-        f"SELECT s.snap, s.pruned, c.* FROM s LEFT JOIN LATERAL (SELECT {LOG_COLUMNS} FROM rowcast.changes "
-        f"WHERE changes.id = ANY(ARRAY({ids})){outer}) c ON true"
-    )
-
-
-_REPLAY_FIRST = _statement(True, _FIRST, BY_ID, BY_ID)
-_REPLAY_NEXT = _statement(False, _LATER + _AFTER_ID, BY_ID, BY_ID)
-_SCAN_FIRST = _statement(True, _FIRST, BY_XID, "")
-_SCAN_NEXT = _statement(False, _LATER + _AFTER_XID_ID, BY_XID, "")
+# The page statements are in db/sql/queries.sql (replay_*, scan_*). How they read: a first page
+# bounds the scan with xid >= xmin(since) so the xid index bounds it; a later page fixes `now`
+# explicitly and goes on after the last key read, without the xmin bound, so the planner walks the
+# key's index from there (linear over the whole replay) instead of re-reading every unseen row
+# through the xid index on every page; long-poll pages go by a (xid, id) row comparison so the
+# (xid, id) index starts exactly at the key, ordered by the column (never by `xid::text`, whose
+# text order skips xids across 10^n). Each page chooses its ids first and builds only their rows
+# as JSON: selecting the columns directly had Postgres build the JSON of every candidate row
+# before sorting (1 s and a 110 MB external sort per 2,000-row page of a 200,000-change replay).
+# The LEFT JOIN yields the snapshot and prune state even when no row matches.
+_REPLAY_FIRST = queries.sql("replay_first")
+_REPLAY_NEXT = queries.sql("replay_next")
+_SCAN_FIRST = queries.sql("scan_first")
+_SCAN_NEXT = queries.sql("scan_next")
 # First pages on a standby (ROWCAST_READ_URL): `now` comes from the primary, fixed explicitly.
-_NOW = " AND pg_visible_in_snapshot(changes.xid, %(now)s::pg_snapshot)"
 _ON_STANDBY = {
-    _REPLAY_FIRST: _statement(False, _FIRST + _NOW, BY_ID, BY_ID),
-    _SCAN_FIRST: _statement(False, _FIRST + _NOW, BY_XID, ""),
+    _REPLAY_FIRST: queries.sql("replay_first_on_standby"),
+    _SCAN_FIRST: queries.sql("scan_first_on_standby"),
 }
 
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from psycopg import AsyncConnection
-from rowcast.notifier.events import LOG_COLUMNS, Event
+from rowcast.db import queries
+from rowcast.notifier.events import Event
 from rowcast.notifier.replay import Pool
 from rowcast.notifier.snapshot import Snapshot, pruned_past
 from rowcast.notifier.standby import Standby, primary_snapshot
@@ -34,54 +35,29 @@ from rowcast.errors import PoolerDetected
 CHANNEL = "rowcast"
 PAGE = 2000  # changes per window page; a 100,000-row statement is read in pages
 
-# Transactions at or after P's xmax, as a bounded range: without statistics on the log (before
+# Transactions at or after P's xmax are read as a bounded range (queries.sql, window_*): without statistics on the log (before
 # its first ANALYZE) Postgres guesses that an open-ended `xid >= $1` matches a third of the log
 # and walks the whole log in id order on every read; a range it guesses at 0.5% and takes the
 # xid index (tests/integration/test_read_cost.py). The upper bound is never reached: xids do not
 # advance by 2^48 between two reads.
-_AFTER_XMAX = "(xid >= %(xmax)s::text::xid8 AND xid < %(xmax_hi)s::text::xid8)"
 XMAX_SPAN = 1 << 48
 
 # The window's rows: of a transaction P did not see (in progress at P, or at/after its xmax),
 # visible in S, after the page's last id. Explicit visibility against S lets every page after the
 # first run outside the snapshot's transaction.
-_WINDOW = (
-    f"SELECT {LOG_COLUMNS} FROM rowcast.changes "
-    f"WHERE (xid = ANY(%(xip)s::text[]::xid8[]) OR {_AFTER_XMAX}) AND id > %(after)s "
-    "AND pg_visible_in_snapshot(xid, %(snap)s::pg_snapshot) ORDER BY id LIMIT %(limit)s"
-)
+_WINDOW = queries.sql("window_page")
 # The first page in ONE statement (one round trip): in an autocommit statement the snapshot
 # pg_current_snapshot() returns is the one the statement reads with, so S and the rows visible in
 # it come together; the LEFT JOIN yields S even when the window is empty.
-_FIRST = (
-    "WITH s AS (SELECT pg_current_snapshot()::text AS snap, "
-    "(SELECT pruned_xid::text FROM rowcast.prune_state) AS pruned, "
-    "(SELECT wake_mode FROM rowcast.config) AS mode) "
-    "SELECT s.snap, s.pruned, s.mode, c.* FROM s LEFT JOIN LATERAL ("
-    f"SELECT {LOG_COLUMNS} FROM rowcast.changes "
-    f"WHERE (xid = ANY(%(xip)s::text[]::xid8[]) OR {_AFTER_XMAX}) "
-    "ORDER BY id LIMIT %(limit)s) c ON true"
-)
+_FIRST = queries.sql("window_first")
 # The first page on a standby (ROWCAST_READ_URL, notifier/standby.py): S comes from the primary and
 # is fixed explicitly; the standby's own prune state is re-read with the rows.
-_STANDBY_FIRST = (
-    "WITH s AS (SELECT (SELECT pruned_xid::text FROM rowcast.prune_state) AS pruned) "
-    f"SELECT s.pruned, c.* FROM s LEFT JOIN LATERAL ({_WINDOW}) c ON true"
-)
-_START = (
-    "SELECT pg_current_snapshot()::text, (SELECT pruned_xid::text FROM rowcast.prune_state), "
-    "(SELECT wake_mode FROM rowcast.config)"
-)
-_REARM = (
-    "UPDATE rowcast.doorbell SET armed = true "
-    "WHERE id = (SELECT id FROM rowcast.doorbell WHERE NOT armed FOR UPDATE SKIP LOCKED)"
-)
+_STANDBY_FIRST = queries.sql("window_first_on_standby")
+_START = queries.sql("reader_start")
+_REARM = queries.sql("doorbell_rearm")
 # The doorbell row is gone after a crash (unlogged). Insert it only when missing: a plain ON CONFLICT
 # would wait for a writer (a long transaction, say) that holds the row claimed.
-_DOORBELL = (
-    "INSERT INTO rowcast.doorbell SELECT 1, true WHERE NOT EXISTS (SELECT FROM rowcast.doorbell) "
-    "ON CONFLICT (id) DO NOTHING"
-)
+_DOORBELL = queries.sql("doorbell_restore")
 
 
 @dataclass(frozen=True)

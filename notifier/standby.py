@@ -32,6 +32,7 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
+from rowcast.db import queries
 
 Pool = AsyncConnectionPool[AsyncConnection[tuple[Any, ...]]]
 
@@ -40,14 +41,11 @@ POLL_MIN, POLL_MAX = 0.0005, 0.02  # replay position polls: from 0.5 ms, doublin
 
 # On the primary: S, the LSN every transaction S sees committed before, the prune state, the
 # wake mode. In one READ COMMITTED statement the snapshot is taken before the target list runs.
-PRIMARY_SNAPSHOT = (
-    "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text, "
-    "(SELECT pruned_xid::text FROM rowcast.prune_state), (SELECT wake_mode FROM rowcast.config)"
-)
-_REPLAYED = "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn, pg_last_wal_replay_lsn()::text"
-_FLUSHED = "SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn"
+PRIMARY_SNAPSHOT = queries.sql("standby_primary_snapshot")
+_REPLAYED = queries.sql("standby_replayed")
+_FLUSHED = queries.sql("standby_flushed")
 # An xid and a synchronous local commit: the commit flushes every WAL record inserted before it.
-_NUDGE = "SELECT set_config('synchronous_commit', 'local', true), pg_current_xact_id()"
+_NUDGE = queries.sql("standby_nudge")
 
 
 class StandbyBehind(psycopg.OperationalError):

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from aiohttp import web
 from psycopg.types.json import Jsonb
-from rowcast.db import monitor
+from rowcast.db import monitor, queries
 from rowcast.notifier.access import json_error, principal_for
 from rowcast.notifier.state import LISTENER, NOTIFIER, WORKER
 
@@ -126,10 +126,7 @@ async def refresh_database_facts(pool: Pool, metrics: Metrics) -> None:
     """The gauges that come from the database: NOTIFY queue, log size, oldest change's age."""
     async with asyncio.timeout(2), pool.connection(timeout=2) as conn:
         row = await (
-            await conn.execute(
-                "SELECT pg_notification_queue_usage(), pg_total_relation_size('rowcast.changes'), "
-                "extract(epoch FROM statement_timestamp() - (SELECT min(at) FROM rowcast.changes))::float8"
-            )
+            await conn.execute(queries.sql("notifier_database_facts"))
         ).fetchone()
     if row is not None:
         metrics.queue_usage.set(float(row[0]))
@@ -150,15 +147,10 @@ async def heartbeat_forever(app: web.Application, health: Health, pool: Pool) ->
                 stats = health.stats(notifier, listener, worker)
                 async with asyncio.timeout(2), pool.connection(timeout=2) as conn:
                     await conn.execute(
-                        "INSERT INTO rowcast.notifiers (notifier_id, host, pid, started_at, stats) "
-                        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (notifier_id) DO UPDATE "
-                        "SET seen_at = clock_timestamp(), stats = EXCLUDED.stats",
+                        queries.sql("notifier_heartbeat"),
                         (health.id, socket.gethostname(), os.getpid(), health.started_at, Jsonb(stats)),
                     )
-                    await conn.execute(
-                        "DELETE FROM rowcast.notifiers WHERE seen_at < clock_timestamp() - make_interval(secs => %s)",
-                        (monitor.FORGET,),
-                    )
+                    await conn.execute(queries.sql("notifier_forget_old"), (monitor.FORGET,))
                 warned = False
             except psycopg.errors.UndefinedTable:
                 if not warned:
@@ -172,7 +164,7 @@ async def heartbeat_forever(app: web.Application, health: Health, pool: Pool) ->
     finally:
         try:
             async with asyncio.timeout(2), pool.connection(timeout=2) as conn:
-                await conn.execute("DELETE FROM rowcast.notifiers WHERE notifier_id = %s", (health.id,))
+                await conn.execute(queries.sql("notifier_leave"), (health.id,))
         except (psycopg.Error, TimeoutError, OSError) as exc:
             log.debug("could not remove the heartbeat row: %s", exc)
 

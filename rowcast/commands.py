@@ -156,9 +156,7 @@ DEMO_BOOKS = [
 
 def _seed(conn: Any) -> None:
     """A few books, once: only into an empty table that never had any."""
-    row = conn.execute(
-        "SELECT (SELECT count(*) FROM books), (SELECT count(*) FROM rowcast.changes WHERE table_name = 'books')"
-    ).fetchone()
+    row = conn.execute(queries.sql("demo_books_ever_written")).fetchone()
     if row == (0, 0):
         with conn.transaction():
             conn.execute("SELECT set_config('rowcast.actor', 'rowcast up --demo', true)")

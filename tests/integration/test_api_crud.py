@@ -14,7 +14,6 @@ from aiohttp import test_utils
 from rowcast.api import store
 from rowcast.api.app import create_app
 
-from rowcast import database
 from rowcast.embedded import binary, free_port
 from rowcast.settings import Settings
 from tests.integration.test_api_support import Client, api_client, create
@@ -225,18 +224,11 @@ async def test_unreachable_database_gives_503_json_not_500() -> None:
         assert listing.status == 503 and (await listing.json())["error"] == "unavailable"
 
 
-async def test_without_a_database_url_the_embedded_one_is_resolved_at_startup_not_before(
-    db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    calls: list[Settings] = []
-
-    def resolve(settings: Settings) -> str:
-        calls.append(settings)
-        return db_url
-
-    monkeypatch.setattr(database, "resolve_url", resolve)
+async def test_the_api_is_handed_its_database_and_never_starts_one(tmp_path: Path) -> None:
+    """Only the composition (rowcast.commands) resolves DATABASE_URL or starts the embedded
+    Postgres; an API app built without a URL says so when it starts, and starts nothing."""
     app = create_app(Settings(database_url=None, auth="open", data_dir=tmp_path))
-    assert calls == []
-    async with test_utils.TestClient(test_utils.TestServer(app)) as client:
-        assert len(calls) == 1 and calls[0].data_dir == tmp_path
-        assert (await client.get("/api/healthz")).status == 200
+    with pytest.raises(ValueError, match=r"needs settings\.database_url"):
+        async with test_utils.TestClient(test_utils.TestServer(app)):
+            pass
+    assert list(tmp_path.iterdir()) == []
