@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -51,21 +52,24 @@ async def _list_books(api: Running, tok: str) -> tuple[int, Any]:
 
 
 @pytest.mark.parametrize(
-    ("tok", "status"),
+    ("make", "status"),
     [
-        pytest.param(forge(omit=True), 403, id="no-rowcast-claim"),
-        pytest.param(forge([]), 401, id="claim-is-a-list"),
-        pytest.param(forge(None), 401, id="claim-is-null"),
-        pytest.param(forge(FULL, claim=LOOKALIKE_CLAIM), 403, id="look-alike-claim-name"),
-        pytest.param(forge({}), 403, id="empty-grant"),
-        pytest.param(forge({**FULL, "admin": True}), 401, id="unknown-grant-key"),
-        pytest.param(forge({"read": None, "write": None}), 401, id="null-tables"),
-        pytest.param(forge({"read": ["Authors"], "write": ["Authors"]}), 401, id="upper-case-table"),
-        pytest.param(forge({"read": "*", "write": [LOOKALIKE_BOOKS]}), 401, id="look-alike-table"),
+        pytest.param(lambda: forge(omit=True), 403, id="no-rowcast-claim"),
+        pytest.param(lambda: forge([]), 401, id="claim-is-a-list"),
+        pytest.param(lambda: forge(None), 401, id="claim-is-null"),
+        pytest.param(lambda: forge(FULL, claim=LOOKALIKE_CLAIM), 403, id="look-alike-claim-name"),
+        pytest.param(lambda: forge({}), 403, id="empty-grant"),
+        pytest.param(lambda: forge({**FULL, "admin": True}), 401, id="unknown-grant-key"),
+        pytest.param(lambda: forge({"read": None, "write": None}), 401, id="null-tables"),
+        pytest.param(lambda: forge({"read": ["Authors"], "write": ["Authors"]}), 401, id="upper-case-table"),
+        pytest.param(lambda: forge({"read": "*", "write": [LOOKALIKE_BOOKS]}), 401, id="look-alike-table"),
     ],
 )
-async def test_malformed_or_missing_grants_never_write(api: Running, tok: str, status: int) -> None:
-    got, body = await _post_author(api, tok)
+async def test_malformed_or_missing_grants_never_write(
+    api: Running, make: Callable[[], str], status: int
+) -> None:
+    # Minted when the test runs, not at collection: the suite may take longer than a token lives.
+    got, body = await _post_author(api, make())
     assert got == status, body
     assert body["error"] == ("unauthorized" if status == 401 else "forbidden")
 
