@@ -10,7 +10,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from rowcast.notifier.events import DROP, SCHEMA_OPS, Event
@@ -118,26 +117,30 @@ def encode_view(event: Event, variant: str, columns: tuple[str, ...] | None) -> 
     return body
 
 
-@dataclass(eq=False, slots=True)
-class Subscription:
-    ref: str
-    session: Session
-    table: str  # qualified
-    pk: tuple[str, ...]
-    filter: Filter
-    columns: tuple[str, ...] | None
-    mode: str  # all | latest
-    state: str = REPLAYING
-    buffer: list[Event] = field(default_factory=list)
-    # The cursor it started from: what that cursor saw, the client has (or its snapshot does).
-    since: Snapshot | None = None
-    prefix: str = ""
-    wanted: tuple[str, ...] | None = None  # the columns the client asked for (`columns` adds the key)
-    ended: bool = False  # ended by a DDL (dropped table, a column it depends on gone)
+class View:
+    """How one subscriber sees a table's changes: its token's scope, then its filter, then its
+    projection. Pure: it judges and renders events and knows no session, so long-poll uses it as
+    it is and a Subscription adds only delivery."""
 
-    def __post_init__(self) -> None:
-        self.prefix = '{"type":"change","ref":' + dumps(self.ref) + ","
-        self.wanted = self.columns
+    __slots__ = ("columns", "filter", "pk", "prefix", "principal", "ref", "table", "wanted")
+
+    def __init__(
+        self,
+        ref: str,
+        principal: Principal,
+        table: str,  # qualified
+        pk: tuple[str, ...],
+        filter: Filter,
+        columns: tuple[str, ...] | None,
+    ) -> None:
+        self.ref = ref
+        self.principal = principal
+        self.table = table
+        self.pk = pk
+        self.filter = filter
+        self.prefix = '{"type":"change","ref":' + dumps(ref) + ","
+        self.wanted = columns  # the columns the client asked for (`columns` adds the key)
+        self.columns = columns
         self._project()
 
     def _project(self) -> None:
@@ -145,8 +148,8 @@ class Subscription:
             self.columns = tuple(dict.fromkeys((*self.pk, *self.wanted)))
 
     def table_changed(self, change: TableChange) -> tuple[str, str] | None:
-        """Follow a DDL on this subscription's table: (code, message) if it cannot go on."""
-        found = problem(change, self.session.principal, self.table, self.filter.depends_on, self.wanted)
+        """Follow a DDL on this view's table: (code, message) if it cannot go on."""
+        found = problem(change, self.principal, self.table, self.filter.depends_on, self.wanted)
         if found is None:
             self.table, self.pk = change.key, change.pk
             self._project()
@@ -156,21 +159,21 @@ class Subscription:
         return (
             image is not None
             # Scope first: a row outside the token's scope never reaches the client's filter.
-            and self.session.principal.in_scope(self.table, image)
+            and self.principal.in_scope(self.table, image)
             and self.filter.matches(image)
         )
 
     def in_view(self, image: dict[str, Any] | None) -> bool:
-        """Whether a row image is one this subscription sees (its token's scope, then its filter)."""
+        """Whether a row image is one this subscriber sees (its token's scope, then its filter)."""
         return self._visible(image)
 
     def variant(self, event: Event) -> str | None:
         """How this subscriber sees the event: full, in, out, undecodable, or not at all (None)."""
         if event.op == "truncate":
-            return BARE if self.session.principal.scope(self.table) else "full"
+            return BARE if self.principal.scope(self.table) else "full"
         if event.op in SCHEMA_OPS:
             return SCHEMA
-        unfiltered = not self.filter.predicates and not self.session.principal.scope(self.table)
+        unfiltered = not self.filter.predicates and not self.principal.scope(self.table)
         if unfiltered and self.columns is None:
             return "full"  # `raw` verbatim: the images are never parsed
         if not event.decodable:
@@ -194,6 +197,31 @@ class Subscription:
 
     def render(self, event: Event, variant: str) -> str:
         return self.prefix + encode_view(event, variant, self.columns)[1:]
+
+
+class Subscription(View):
+    """A View with delivery: the session it feeds, its mode, and its replay state."""
+
+    __slots__ = ("buffer", "ended", "mode", "session", "since", "state")
+
+    def __init__(
+        self,
+        ref: str,
+        session: Session,
+        table: str,
+        pk: tuple[str, ...],
+        filter: Filter,
+        columns: tuple[str, ...] | None,
+        mode: str,  # all | latest
+    ) -> None:
+        super().__init__(ref, session.principal, table, pk, filter, columns)
+        self.session = session
+        self.mode = mode
+        self.state = REPLAYING
+        self.buffer: list[Event] = []
+        # The cursor it started from: what that cursor saw, the client has (or its snapshot does).
+        self.since: Snapshot | None = None
+        self.ended = False  # ended by a DDL (dropped table, a column it depends on gone)
 
     def offer(self, event: Event) -> None:
         """From the hub: buffer while replaying, else deliver."""

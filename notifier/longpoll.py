@@ -12,8 +12,7 @@ import psycopg
 from aiohttp import web
 from rowcast.notifier.access import json_error, principal_for
 from rowcast.notifier.events import Event
-from rowcast.notifier.hub import Session, Subscription, dumps, encode_view
-from rowcast.notifier.outbox import Outbox
+from rowcast.notifier.hub import View, dumps, encode_view
 from rowcast.notifier.replay import CursorExpired, Scan, current_snapshot
 from rowcast.notifier.service import Notifier, ProtocolError, Spec
 from rowcast.notifier.snapshot import BadCursor, Snapshot
@@ -73,21 +72,18 @@ async def changes(request: web.Request) -> web.Response:
 
 
 async def _poll(request: web.Request, notifier: Notifier, principal: Principal) -> web.Response:
-    session = Session(principal, Outbox(1, 1), lambda code, reason: None)
     try:
-        spec = await notifier.parse(session, subscription_frame(request.query, request.query.get("cursor")))
+        spec = await notifier.parse(principal, subscription_frame(request.query, request.query.get("cursor")))
         wait = _number(request.query, "wait", 25.0, 0.0, MAX_WAIT)
         limit = int(_number(request.query, "limit", 1000, 1, MAX_LIMIT))
     except ProtocolError as exc:
         return json_error(403 if exc.code == "forbidden" else 400, exc.code, exc.message)
-    sub = Subscription(
-        spec.ref, session, spec.table.qualified, spec.table.pk, spec.filter, spec.columns, spec.mode
-    )
+    view = View(spec.ref, principal, spec.table.qualified, spec.table.pk, spec.filter, spec.columns)
     try:
         if spec.cursor is None:
             now = await current_snapshot(notifier.pool)
             return web.json_response({"changes": [], "cursor": str(now), "more": False})
-        scan = await _wait_for_changes(notifier, sub, spec, spec.cursor, _deadline(principal, wait), limit)
+        scan = await _wait_for_changes(notifier, view, spec, spec.cursor, _deadline(principal, wait), limit)
     except CursorExpired as exc:
         return json_error(410, "resync_required", str(exc))
     except BadCursor as exc:
@@ -111,7 +107,7 @@ async def _poll(request: web.Request, notifier: Notifier, principal: Principal) 
 
 
 async def _wait_for_changes(
-    notifier: Notifier, sub: Subscription, spec: Spec, cursor: Snapshot, deadline: float, limit: int
+    notifier: Notifier, sub: View, spec: Spec, cursor: Snapshot, deadline: float, limit: int
 ) -> Scan:
     """Read a page; while it is empty and says nothing more is waiting, wait for the table's next
     change until `deadline`. No connection is held while waiting."""
@@ -121,7 +117,7 @@ async def _wait_for_changes(
         variant = sub.variant(event)  # scope first, then filter: before the page is counted or cut
         return None if variant is None else encode_view(event, variant, sub.columns)
 
-    subject = sub.session.principal.sub
+    subject = sub.principal.sub
     budget = notifier.settings.longpoll_scan_budget
     while True:
         # Register before querying, so a change committed in between still wakes us.

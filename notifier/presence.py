@@ -356,7 +356,7 @@ class Presence:
 
     async def _may_see(self, sub: Subscription, row: tuple[str, str, str]) -> bool:
         """Whether the row is in this subscription's view (unscoped, unfiltered: every row)."""
-        if not sub.session.principal.scope(sub.table) and not sub.filter.predicates:
+        if not sub.principal.scope(sub.table) and not sub.filter.predicates:
             return True
         image = await self.images.get(*row)
         return image is not None and sub.in_view(image)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,23 +109,28 @@ class Notifier:
         self.metrics.connections.labels(transport).dec()
         self.metrics.subscriptions.set(self.hub.subscription_count)
 
-    async def parse(self, session: Session, frame: dict[str, Any]) -> Spec:
+    async def parse(
+        self, principal: Principal, frame: dict[str, Any], taken: Mapping[str, object] | None = None
+    ) -> Spec:
+        """A subscribe frame checked against the catalog and the token; `taken`: the refs the
+        connection already uses (none for a long-poll, which has no connection)."""
+        taken = {} if taken is None else taken
         ref = frame.get("ref")
         if not isinstance(ref, str) or not 0 < len(ref) <= 64:
             raise ProtocolError("bad_frame", "ref must be a string of 1 to 64 characters")
         key = self._table_key(frame, ref)
-        if ref in session.subscriptions:
+        if ref in taken:
             raise ProtocolError(
                 "duplicate_ref", f"a subscription with ref {ref!r} exists on this connection", ref
             )
-        if len(session.subscriptions) >= self.settings.max_subscriptions:
+        if len(taken) >= self.settings.max_subscriptions:
             raise ProtocolError(
                 "too_many_subscriptions",
                 f"at most {self.settings.max_subscriptions} subscriptions per connection",
                 ref,
             )
-        await self._check_scopes(session.principal, key, ref)
-        if not session.principal.can_read(key):
+        await self._check_scopes(principal, key, ref)
+        if not principal.can_read(key):
             raise ProtocolError("forbidden", f"your token does not allow reading {key}", ref)
         info = await self._table(key, ref)
         if info is None:

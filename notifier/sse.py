@@ -64,7 +64,7 @@ async def sse(request: web.Request) -> web.StreamResponse:
     try:
         cursor = request.headers.get("Last-Event-ID") or request.query.get("cursor")
         try:
-            spec = await notifier.parse(session, subscription_frame(request.query, cursor))
+            spec = await notifier.parse(session.principal, subscription_frame(request.query, cursor))
         except ProtocolError as exc:
             status = 403 if exc.code == "forbidden" else 400
             return json_error(status, exc.code, exc.message)

@@ -194,7 +194,7 @@ async def _handle(text: str, notifier: Notifier, session: Any, tasks: list[async
         raise ProtocolError("bad_frame", "frame must be a JSON object with a 'type'")
     kind = frame.get("type")
     if kind == "subscribe":
-        spec = await notifier.parse(session, frame)
+        spec = await notifier.parse(session.principal, frame, session.subscriptions)
         sub = notifier.begin(session, spec)
         # Replays run beside the reader so an unsubscribe or ping is not stuck behind them.
         task = asyncio.create_task(notifier.complete(sub, spec), name=f"rowcast-subscribe-{spec.ref}")

@@ -60,3 +60,41 @@ def test_resync_all_tells_every_subscription_and_unregisters_it() -> None:
         ("resync_required", "b", "cursor_expired"),
     }
     assert hub.subscription_count == 0 and session.subscriptions == {}
+
+
+def test_a_view_judges_and_renders_without_any_session() -> None:
+    """Long-poll renders through a View: scope first, then filter, then projection; no Session,
+    no outbox, no close callback."""
+    from rowcast.notifier.events import Event
+    from rowcast.notifier.hub import View
+
+    from rowcast.auth import Principal
+
+    alice = Principal("alice", scopes={"public.books": {"owner": "alice"}})
+    view = View("v", alice, "public.books", ("id",), Filter(), ("title",))
+    assert not hasattr(view, "session")
+    mine = Event(
+        1,
+        10,
+        "2026-12-04T00:00:00Z",
+        "public",
+        "books",
+        "insert",
+        {"id": 1},
+        {"id": 1, "owner": "alice", "title": "A"},
+    )
+    theirs = Event(
+        2,
+        11,
+        "2026-12-04T00:00:00Z",
+        "public",
+        "books",
+        "insert",
+        {"id": 2},
+        {"id": 2, "owner": "bob", "title": "B"},
+    )
+    assert view.variant(theirs) is None
+    variant = view.variant(mine)
+    assert variant == "full"
+    frame = json.loads(view.render(mine, variant))
+    assert frame["ref"] == "v" and frame["row"] == {"id": 1, "title": "A"}
