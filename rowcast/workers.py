@@ -20,6 +20,8 @@ stop it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import importlib
 import logging
 import os
@@ -243,17 +245,42 @@ def _receive(channel: socket.socket) -> Job:
     return job
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
 def _exit_with_supervisor(channel: socket.socket) -> None:
-    """Exit at once when the supervisor is gone: nobody would restart or stop this worker."""
+    """Exit at once when the supervisor is gone: nobody would restart or stop this worker.
+
+    On Linux the kernel sees to it (PR_SET_PDEATHSIG); everywhere, a thread waits for the
+    supervisor's end of the channel to close. It never waits for its own log line: the main thread
+    may hold the logging lock while blocked on a full stderr pipe nobody reads any more, and a
+    worker that outlived its supervisor was seen in CI doing exactly that.
+    """
+    _die_with_parent()
 
     def watch() -> None:
         with channel.dup() as sock:
             while sock.recv(1):
                 pass
-        log.error("the supervisor is gone: worker exiting")
+        threading.Thread(
+            target=log.error, args=("the supervisor is gone: worker exiting",), daemon=True
+        ).start()
+        time.sleep(0.2)
         os._exit(1)
 
     threading.Thread(target=watch, name="rowcast-supervisor-watch", daemon=True).start()
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when the process that started it dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the request took effect
+        os._exit(1)
 
 
 def mark(app: web.Application, index: int) -> None:
