@@ -14,18 +14,29 @@ import pytest
 
 from tests.pg import Server, install_roles, install_with_demo, test_server
 
-# Fixtures that start a private embedded Postgres whatever ROWCAST_TEST_DSN says: a test using
+# Fixtures that start private Postgres servers whatever ROWCAST_TEST_DSN says (`pair`: a primary and
+# its streaming replica, on 18 and 15 alike): a test using
 # one runs the same on every pass, so the pass against an existing server skips it.
-OWN_SERVER_FIXTURES = frozenset({"pg_tmp", "own_postgres", "small_queue_server"})
+OWN_SERVER_FIXTURES = frozenset({"pg_tmp", "own_postgres", "small_queue_server", "pair"})
+# Modules about process topology (nginx in front of replicas, the workers' supervisor): what they
+# test does not change with the Postgres version, and they are the slowest of the suite, so the
+# pass against an existing server leaves them to the embedded pass too.
+TOPOLOGY_ONLY = frozenset({"test_stack.py", "test_workers.py"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not os.environ.get("ROWCAST_TEST_DSN"):
         return
     skip = pytest.mark.skip(reason="runs on its own embedded Postgres: covered by the embedded pass")
+    pure = pytest.mark.skip(reason="touches no Postgres: covered by the embedded pass")
+    topology = pytest.mark.skip(reason="processes, nginx and supervision, not Postgres: covered by the embedded pass")
     for item in items:
         if OWN_SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(skip)
+        elif Path(str(item.fspath)).parent.name == "unit":
+            item.add_marker(pure)
+        elif Path(str(item.fspath)).name in TOPOLOGY_ONLY:
+            item.add_marker(topology)
 
 
 def traversable_tmpdir(prefix: str) -> Path:
