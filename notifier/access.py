@@ -11,6 +11,7 @@ from aiohttp import web
 from rowcast.auth import OPEN, AuthError, Principal, bearer, decode_token
 from rowcast.hosts import request_host
 from rowcast.settings import Settings
+from rowcast.wire import error
 
 SUBPROTOCOL = "rowcast.v1"
 _BEARER_PROTOCOL = "bearer."
@@ -135,7 +136,7 @@ class RateLimiter:
 
 
 def json_error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": code, "message": message}, status=status)
+    return web.json_response(error(code, message), status=status)
 
 
 def admit(request: web.Request, settings: Settings, limiter: ConnectionLimiter) -> Principal | web.Response:

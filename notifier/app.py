@@ -35,7 +35,7 @@ from rowcast.notifier.ws import websocket
 
 from rowcast import hosts
 from rowcast.settings import Settings, redact
-from rowcast.wire import Close
+from rowcast.wire import Close, error
 
 log = logging.getLogger("rowcast.notifier")
 
@@ -185,7 +185,9 @@ async def healthz(request: web.Request) -> web.Response:
     if WORKER in request.app:  # each worker answers for itself only: say which one did
         body["worker"] = request.app[WORKER]
     if listener.fatal is not None:
-        return web.json_response({"status": "failed", "error": str(listener.fatal), **body}, status=503)
+        return web.json_response(
+            {"status": "failed", **error("unavailable", str(listener.fatal)), **body}, status=503
+        )
     if not listener.ready:
         return web.json_response({"status": "unavailable", **body}, status=503)
     return web.json_response({"status": "ok", **body})

@@ -18,7 +18,7 @@ from rowcast.notifier.outbox import Frame, Outbox
 from rowcast.notifier.schema import TableChange, problem
 from rowcast.notifier.snapshot import Snapshot
 
-from rowcast import jsonexact
+from rowcast import jsonexact, wire
 from rowcast.auth import Principal
 from rowcast.wire import Close
 
@@ -41,15 +41,15 @@ def dumps(obj: Any) -> str:
 
 def undecodable_error(event: Event) -> dict[str, Any]:
     """What a subscriber is told of a change it cannot be given (no row data: its scope is unknown)."""
-    return {
-        "code": "undecodable_change",
-        "message": f"change {event.id} of {event.qualified} cannot be filtered or projected: "
+    return wire.error_frame(
+        "undecodable_change",
+        f"change {event.id} of {event.qualified} cannot be filtered or projected: "
         f"its row does not parse ({event.undecodable_reason})",
-        "id": event.id,
-        "schema": event.schema,
-        "table": event.table,
-        "op": event.op,
-    }
+        id=event.id,
+        schema=event.schema,
+        table=event.table,
+        op=event.op,
+    )
 
 
 def checkpoint_frame(cursor: str) -> str:
@@ -433,7 +433,7 @@ class Hub:
             found = None if change.dropped else sub.table_changed(change)
             if found is not None:
                 sub.ended = True
-                sub.session.send("error", {"ref": sub.ref, "code": found[0], "message": found[1]})
+                sub.session.send("error", wire.error_frame(found[0], found[1], ref=sub.ref))
                 continue
             self.register(sub)  # under its new name, if the table was renamed: it follows
             sub.offer(event)

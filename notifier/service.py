@@ -20,7 +20,7 @@ from rowcast.notifier.replay import CursorExpired, LogReader, Pool, ReadGate, cu
 from rowcast.notifier.snapshot import BadCursor, Snapshot
 from rowcast.notifier.standby import Standby
 
-from rowcast import names
+from rowcast import names, wire
 from rowcast.auth import Principal
 from rowcast.settings import Settings
 
@@ -36,11 +36,10 @@ class ProtocolError(Exception):
         self.message = message
         self.ref = ref
 
-    def frame(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"code": self.code, "message": self.message}
+    def frame(self, **context: Any) -> dict[str, Any]:
         if self.ref is not None:
-            out["ref"] = self.ref
-        return out
+            context["ref"] = self.ref
+        return wire.error_frame(self.code, self.message, **context)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from rowcast.notifier.presence import PresenceError
 from rowcast.notifier.service import Notifier, ProtocolError
 from rowcast.notifier.state import ACCESS, NOTIFIER, SOCKETS
 
-from rowcast import jsoninput
+from rowcast import jsoninput, wire
 from rowcast.wire import Close
 
 log = logging.getLogger("rowcast.notifier.ws")
@@ -164,14 +164,14 @@ async def _read(
             continue
         if msg.type != WSMsgType.TEXT:
             if msg.type == WSMsgType.BINARY:
-                session.send("error", {"code": "bad_frame", "message": "frames must be JSON text"})
+                session.send("error", wire.error_frame("bad_frame", "frames must be JSON text"))
                 continue
             break
         if not limiter.allow():
             if limiter.violations > 3 * limiter.capacity:
                 session.close(Close.RATE, "too many messages")
                 return
-            session.send("error", {"code": "rate_limited", "message": "too many messages; slow down"})
+            session.send("error", wire.error_frame("rate_limited", "too many messages; slow down"))
             continue
         try:
             await _handle(msg.data, notifier, session, tasks)
@@ -180,9 +180,7 @@ async def _read(
         except ProtocolError as exc:
             session.send("error", exc.frame())
         except PresenceError as exc:  # marked, so a client tells it from its subscription's errors
-            session.send(
-                "error", {**ProtocolError(exc.code, exc.message, exc.ref).frame(), "about": "presence"}
-            )
+            session.send("error", ProtocolError(exc.code, exc.message, exc.ref).frame(about="presence"))
 
 
 async def _handle(text: str, notifier: Notifier, session: Any, tasks: list[asyncio.Task[Any]]) -> None:

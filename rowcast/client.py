@@ -270,6 +270,11 @@ class RowRule:
         return True
 
 
+def _error_code(data: dict[str, Any]) -> str:
+    """An error frame's code: `error` (docs/PROTOCOL.md), or `code` from servers before it."""
+    return str(data.get("error") or data.get("code") or "error")
+
+
 def _for_presence(presence: Presence, data: dict[str, Any]) -> bool:
     """Route a presence frame, or an error answering one, to `presence`; False for other frames."""
     if data.get("type") == "presence":
@@ -383,7 +388,7 @@ async def subscribe(
                                 if presence is not None:
                                     presence.follow(change)
                                 yield change
-                        elif kind == "error" and data.get("code") == UNDECODABLE and "id" in data:
+                        elif kind == "error" and _error_code(data) == UNDECODABLE and "id" in data:
                             # The server could not filter or project one change: say so, go on.
                             yield Change.undecodable(data, None)
                         elif kind in ("checkpoint", "subscribed"):
@@ -403,9 +408,9 @@ async def subscribe(
                             reason = str(data.get("reason", ""))
                             raise ResyncRequired(str(data.get("message") or reason), reason)
                         elif kind == "error":
-                            if data.get("code") == "unavailable":
+                            if _error_code(data) == "unavailable":
                                 break
-                            raise SubscriptionError(data.get("code", "error"), data.get("message", ""))
+                            raise SubscriptionError(_error_code(data), data.get("message", ""))
                     close_code = ws.close_code
             except aiohttp.WSServerHandshakeError as exc:
                 if exc.status in (401, 403) and get_token is None:

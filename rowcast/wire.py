@@ -5,6 +5,7 @@ JSON error bodies. Defined once here; tests/unit/test_wire.py checks the protoco
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 
 class Close(IntEnum):
@@ -37,3 +38,19 @@ HTTP_ERRORS = frozenset(
         "unknown_table", "unknown_column", "unknown_operator",
     }
 )  # fmt: skip
+
+
+def error(code: str, message: str, **context: Any) -> dict[str, Any]:
+    """The one JSON shape of every error the notifier sends: an HTTP error body, the data of an
+    SSE `error` event and the payload of a WebSocket `error` frame are all
+    `{"error": code, "message": text, ...context}` (context: `ref`, `about`, a change's `id`, ...).
+    Frames also carry `code`, the same value, for clients written before the shapes were one
+    (deprecated; docs/PROTOCOL.md). An unknown code is a bug here, not a message for a client."""
+    if code not in FRAME_ERRORS and code not in HTTP_ERRORS:
+        raise ValueError(f"{code!r} is not an error code of rowcast.wire")
+    return {"error": code, "message": message, **context}
+
+
+def error_frame(code: str, message: str, **context: Any) -> dict[str, Any]:
+    """`error(...)` as the payload of a WebSocket `error` frame or an SSE `error` event."""
+    return {**error(code, message, **context), "code": code}

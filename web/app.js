@@ -179,7 +179,7 @@ const books = new LiveCollection({
   onPresence: renderPresence,
   onError: (frame) => {
     if (frame.about === "presence") return; // who sees this book is a courtesy: never an error on the page
-    showPageError(`Live updates for books failed: ${frame.message ?? frame.code}`);
+    showPageError(`Live updates for books failed: ${frame.message ?? frame.error ?? frame.code}`);
   },
 });
 

@@ -230,7 +230,7 @@ export class LiveCollection {
 
   #resync() {
     // Rule 5: our cursor is older than the log; only a fresh snapshot is gap-free.
-    this.load().catch((error) => this.onError?.({ code: "resync_failed", message: String(error?.message ?? error) }));
+    this.load().catch((error) => this.onError?.({ error: "resync_failed", code: "resync_failed", message: String(error?.message ?? error) }));
   }
 
   #onEvent(event) {

@@ -410,9 +410,10 @@ class Subscription {
   _error(frame) {
     this.onError?.(frame);
     if (frame.about === "presence") return; // an announcement was refused; the subscription goes on
-    if (frame.code === "bad_cursor") {
+    const code = frame.error ?? frame.code; // `code`: servers before the one error shape
+    if (code === "bad_cursor") {
       this._resync({ type: "resync_required", ref: frame.ref, reason: "bad_cursor" });
-    } else if (!this.acked && isFatalSubscriptionError(frame.code)) {
+    } else if (!this.acked && isFatalSubscriptionError(code)) {
       this.failed = true;
       this.active = false;
       this.connection._unsubscribe(this);

@@ -122,6 +122,7 @@ def test_regression_deep_jsonb_goes_verbatim_to_unfiltered_and_as_error_to_filte
             error, after = (jsonexact.loads(f) for f in frames(session))
             assert error == {
                 "type": "error",
+                "error": "undecodable_change",
                 "code": "undecodable_change",
                 "ref": ref,
                 "id": 5,

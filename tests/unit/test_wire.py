@@ -67,3 +67,17 @@ def test_the_close_codes_are_the_documented_ones_and_1006_is_never_sent() -> Non
         and node.value in (1001, 1006, 1008, 1009, 1011, 4001, 4008, 4029)
     }
     assert not literals, f"close codes spelled as literals in notifier/: {sorted(literals)} (use rowcast.wire.Close)"
+
+
+def test_the_notifier_builds_error_bodies_and_frames_only_through_wire_error() -> None:
+    """No hand-made `{"error": ...}` or `{"code": ...}` dict in the notifier: one shape, one maker."""
+    handmade = []
+    for path in sorted((ROOT / "notifier").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Dict):
+                pairs = {k.value: v for k, v in zip(node.keys, node.values, strict=True) if isinstance(k, ast.Constant)}
+                # An SSE close is {code, reason}: a close code. A long-poll entry's "error" is made by a call.
+                coded = "code" in pairs and "reason" not in pairs
+                if coded or ("error" in pairs and not isinstance(pairs["error"], ast.Call)):
+                    handmade.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not handmade, f"error dicts built by hand (use rowcast.wire.error): {handmade}"
