@@ -12,7 +12,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from rowcast.db import capture
+from rowcast.db import capture, migrate
+
+from tests.pg import Server
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -113,6 +115,25 @@ def test_a_bulk_transaction_rings_once_at_commit(db_url: str, conn: Conn, twins:
     assert [(n.channel, n.payload) for n in rings] == [("rowcast", "")]
 
 
+@pytest.mark.parametrize("mode", ["notify", "coalesced"])
+def test_a_bulk_statement_queues_one_doorbell_call_not_one_per_row(conn: Conn, twins: None, mode: str) -> None:
+    """The doorbell's constraint trigger decides per log row, as each is written, whether to queue
+    rowcast.ring() for COMMIT. A set-based INSERT marked the transaction rung only after its last
+    row, so a 1,000-row statement queued 1,000 ring() calls (each a NOTIFY, in coalesced mode a
+    doorbell UPDATE): a third of the bulk statement's cost, and memory in the trigger queue."""
+    conn.execute("SELECT rowcast.set_wake_mode(%s)", (mode,))
+    conn.execute("SET track_functions = 'pl'")
+    with conn.transaction():
+        conn.execute("INSERT INTO flat (id) SELECT g FROM generate_series(1, 1000) g")
+        conn.execute("DELETE FROM flat WHERE id <= 500")
+        conn.execute("SET CONSTRAINTS ALL IMMEDIATE")  # fire the queued ring() calls now, in this transaction
+        row = conn.execute("SELECT pg_stat_get_xact_function_calls('rowcast.ring'::regproc)").fetchone()
+    assert row == (1,)
+    assert [op for op, _, _, _ in log(conn, "flat")] == ["insert"] * 1000 + ["delete"] * 500
+    # In statement order: the first row logged is the statement's first row.
+    assert [pk["id"] for _, pk, _, _ in log(conn, "flat")][:3] == [1, 2, 3]
+
+
 def test_virtual_columns_are_computed_for_bulk_statements(conn: Conn) -> None:
     if conn.info.server_version < 180000:
         pytest.skip("virtual generated columns need Postgres 18")
@@ -124,3 +145,36 @@ def test_virtual_columns_are_computed_for_bulk_statements(conn: Conn) -> None:
     conn.execute("DELETE FROM gen WHERE id = 3")
     got = [(op, (row or old)["v"]) for op, _, row, old in log(conn, "gen")]
     assert got == [("insert", 10), ("insert", 20), ("insert", 30), ("delete", 30)]
+
+
+def test_upgrade_to_v5_and_back_restores_v4s_capture_rows(pg_server: Server) -> None:
+    definition = "SELECT pg_get_functiondef('rowcast.capture_rows'::regproc), (SELECT proowner::regrole::text FROM pg_proc WHERE oid = 'rowcast.capture_rows'::regproc)"
+    with pg_server.database(template=None) as url:
+        migrate.upgrade(url, "0007")
+        with psycopg.connect(url, autocommit=True) as conn:
+            v4 = conn.execute(definition).fetchone()
+        migrate.upgrade(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            v5 = conn.execute(definition).fetchone()
+            assert v5 is not None and v4 is not None and v5 != v4 and v5[1] == v4[1] == "rowcast_capture"
+        migrate.downgrade(url, "0007")
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute(definition).fetchone() == v4
+
+
+def test_a_key_column_renamed_while_ddl_was_untracked_still_gives_every_row_its_key(
+    conn: Conn, twins: None
+) -> None:
+    """The registered key names a column that is gone: the key comes from the catalog, as the
+    row trigger does it (never null, never the registered name)."""
+    conn.execute("ALTER EVENT TRIGGER rowcast_ddl_v4 DISABLE")
+    try:
+        for table in ("flat", "parted"):
+            conn.execute(f"ALTER TABLE {table} RENAME COLUMN id TO ident")
+            conn.execute(f"INSERT INTO {table} (ident, k) SELECT g, 'k' || g FROM generate_series(1, 3) g")
+            conn.execute(f"DELETE FROM {table} WHERE ident = 2")
+    finally:
+        conn.execute("ALTER EVENT TRIGGER rowcast_ddl_v4 ENABLE")
+    flat = [(op, pk) for op, pk, _, _ in log(conn, "flat")]
+    assert flat == [(op, pk) for op, pk, _, _ in log(conn, "parted")]
+    assert flat == [("insert", {"ident": 1}), ("insert", {"ident": 2}), ("insert", {"ident": 3}), ("delete", {"ident": 2})]

@@ -125,7 +125,7 @@ def test_migrate_beside_an_alembic_app_leaves_public_and_its_history_alone(empty
     assert again.returncode == 0, again.stderr
     with psycopg.connect(empty_db, autocommit=True) as conn:
         assert history(conn, "public") == [APP_SECOND]
-        assert history(conn, "rowcast") == ["0007"]
+        assert history(conn, "rowcast") == ["0008"]
         assert public_tables(conn) == {"orders", "alembic_version"}  # no books, no authors
         assert roles_now(conn) == roles_before  # migrate creates no roles
         conn.execute("SELECT rowcast.enable_capture('orders')")
@@ -142,7 +142,7 @@ def test_a_downgrade_to_base_removes_rowcast_and_only_rowcast(empty_db: str, app
         assert history(conn, "public") == [APP_FIRST]
     migrate.upgrade(empty_db)  # and back
     with psycopg.connect(empty_db, autocommit=True) as conn:
-        assert history(conn, "rowcast") == ["0007"]
+        assert history(conn, "rowcast") == ["0008"]
 
 
 def test_a_schema_named_rowcast_that_is_not_ours_is_refused_in_one_line(empty_db: str) -> None:
@@ -218,7 +218,7 @@ def test_an_installation_with_its_history_in_public_is_moved_home_and_keeps_its_
         "moved rowcast's history from public.alembic_version to rowcast.alembic_version"
     )
     with psycopg.connect(empty_db, autocommit=True) as conn:
-        assert history(conn, "rowcast") == ["0007"]
+        assert history(conn, "rowcast") == ["0008"]
         assert public_tables(conn) == {"books", "authors"}
         assert conn.execute("SELECT title FROM books").fetchall() == [("kept",)]
 
@@ -291,7 +291,7 @@ def test_on_a_server_without_the_roles_a_plain_owner_is_told_who_creates_them(pg
         migrated = rowcast("migrate", env={"DATABASE_URL": owner})
         assert migrated.returncode == 0, migrated.stderr
         with psycopg.connect(owner) as conn:
-            assert history(conn, "rowcast") == ["0007"] and public_tables(conn) == set()
+            assert history(conn, "rowcast") == ["0008"] and public_tables(conn) == set()
     finally:
         server.destroy()
 
@@ -452,5 +452,5 @@ def test_the_readme_steps_install_rowcast_beside_an_alembic_app(shop: dict[str, 
     assert rowcast("migrate", env={"DATABASE_URL": shop["DATABASE_URL"]}).returncode == 0
     with psycopg.connect(shop["ADMIN_URL"], autocommit=True) as conn:
         assert history(conn, "public") == [APP_SECOND]
-        assert history(conn, "rowcast") == ["0007"]
+        assert history(conn, "rowcast") == ["0008"]
         assert public_tables(conn) == {"orders", "alembic_version"}
