@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -61,13 +62,14 @@ class ConnectionLimiter:
         self.limit = limit
         self.counts: Counter[str] = Counter()
 
-    def acquire(self, principal: Principal) -> bool:
+    def acquire(self, principal: Principal) -> web.Response | None:
+        """None when admitted (call release later), else the answer to send instead."""
         if principal.anonymous:
-            return True
+            return None
         if self.counts[principal.sub] >= self.limit:
-            return False
+            return json_error(429, "too_many_connections", f"at most {self.limit} connections per subject")
         self.counts[principal.sub] += 1
-        return True
+        return None
 
     def release(self, principal: Principal) -> None:
         if principal.anonymous:
@@ -139,10 +141,16 @@ def json_error(status: int, code: str, message: str) -> web.Response:
     return web.json_response(error(code, message), status=status)
 
 
-def admit(request: web.Request, settings: Settings, limiter: ConnectionLimiter) -> Principal | web.Response:
-    """Admission for a long-lived stream (/ws, /sse): Origin, token, connections per subject.
+class Limiter(Protocol):
+    def acquire(self, principal: Principal) -> web.Response | None: ...
+    def release(self, principal: Principal) -> None: ...
 
-    Returns the principal, holding one of its connection slots (release it when the stream
+
+def admit(request: web.Request, settings: Settings, limiter: Limiter) -> Principal | web.Response:
+    """The one admission path of /ws, /sse and /changes: Origin, token, then the transport's
+    limiter (connections per subject; long-polls in flight per subject and in all).
+
+    Returns the principal, holding one of the limiter's slots (release it when the request
     ends), or the JSON error response to send instead.
     """
     if not origin_allowed(request, settings):
@@ -151,6 +159,5 @@ def admit(request: web.Request, settings: Settings, limiter: ConnectionLimiter) 
         principal = principal_for(request, settings)
     except AuthError as exc:
         return json_error(401, "unauthorized", str(exc))
-    if not limiter.acquire(principal):
-        return json_error(429, "too_many_connections", f"at most {limiter.limit} connections per subject")
-    return principal
+    refused = limiter.acquire(principal)
+    return principal if refused is None else refused

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import psycopg
 from aiohttp import web
-from rowcast.notifier.access import json_error, principal_for
+from rowcast.notifier.access import admit, json_error
 from rowcast.notifier.events import Event
 from rowcast.notifier.hub import View, dumps, encode_view
 from rowcast.notifier.replay import CursorExpired, Scan, current_snapshot
@@ -19,7 +19,7 @@ from rowcast.notifier.snapshot import BadCursor, Snapshot
 from rowcast.notifier.sse import subscription_frame
 from rowcast.notifier.state import LONGPOLLS, NOTIFIER
 
-from rowcast.auth import AuthError, Principal
+from rowcast.auth import Principal
 
 MAX_WAIT = 60.0
 MAX_LIMIT = 10_000
@@ -57,14 +57,11 @@ def _expired(principal: Principal) -> bool:
 async def changes(request: web.Request) -> web.Response:
     """Admission (token, long-polls in flight per subject and in all), then the poll itself."""
     notifier = request.app[NOTIFIER]
-    try:
-        principal = principal_for(request, notifier.settings)
-    except AuthError as exc:
-        return json_error(401, "unauthorized", str(exc))
     limiter = request.app[LONGPOLLS]
-    refused = limiter.acquire(principal)
-    if refused is not None:
-        return refused
+    admitted = admit(request, notifier.settings, limiter)
+    if isinstance(admitted, web.Response):
+        return admitted
+    principal = admitted
     try:
         return await _poll(request, notifier, principal)
     finally:

