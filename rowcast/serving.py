@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +49,7 @@ def run_app(
     # frozen out of collection and young collections run less often.
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
+    loop = _event_loop(settings)
 
     web.run_app(
         app,
@@ -60,5 +63,18 @@ def run_app(
         # timer fires, and that timer starts at connect: it is the header timeout (slowloris).
         keepalive_timeout=settings.header_timeout,
         reuse_port=ready is not None or None,
+        loop=loop,
     )
     return 0
+
+
+def _event_loop(settings: Settings) -> asyncio.AbstractEventLoop | None:
+    """uvloop when asked for (an optional extra: bench/results/uvloop.md says what it buys)."""
+    if settings.event_loop != "uvloop":
+        return None
+    try:
+        import uvloop  # optional: rowcast[uvloop]
+    except ImportError:
+        raise RowcastError("ROWCAST_EVENT_LOOP=uvloop needs uvloop: pip install 'rowcast[uvloop]'") from None
+    logging.getLogger("rowcast").info("event loop: uvloop %s", uvloop.__version__)
+    return uvloop.new_event_loop()

@@ -361,12 +361,19 @@ class Settings:
         factory=default_workers,
         parse=int,
     )
+    event_loop: str = setting(
+        "ROWCAST_EVENT_LOOP",
+        "the servers' event loop: `asyncio` (default) or `uvloop` (pip install 'rowcast[uvloop]')",
+        default="asyncio",
+    )
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with the given fields changed (None values are ignored, as from argparse)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def __post_init__(self) -> None:
+        if self.event_loop not in ("asyncio", "uvloop"):
+            raise ConfigError(f"ROWCAST_EVENT_LOOP must be asyncio or uvloop, not {self.event_loop!r}")
         if self.database_url is not None:
             check_database_url(self.database_url)
         if self.read_url is not None:

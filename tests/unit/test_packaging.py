@@ -28,6 +28,30 @@ def imported_top_level_names(path: Path) -> set[str]:
     return names
 
 
+def optional_imports(path: Path) -> set[str]:
+    """Top-level names imported inside `try: ... except ImportError`: an optional extra's module."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Try) and any(
+            isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError") for h in node.handlers
+        ):
+            for inner in node.body:
+                if isinstance(inner, ast.Import):
+                    names.update(alias.name.split(".")[0] for alias in inner.names)
+    return names
+
+
+def extra_distributions() -> set[str]:
+    """Distributions of the extras a user installs for a feature (not the test and bench tools)."""
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    return {
+        _normal(re.split(r"[\s\[<>=!~;]", requirement)[0])
+        for name, requirements in extras.items()
+        if name not in ("test", "bench")
+        for requirement in requirements
+    }
+
+
 def declared_distributions() -> set[str]:
     """Runtime requirements as pyproject.toml declares them (not the extras)."""
     return {_normal(re.split(r"[\s\[<>=!~;]", requirement)[0]) for requirement in PYPROJECT["project"]["dependencies"]}
@@ -48,9 +72,11 @@ def test_every_third_party_module_the_package_imports_is_a_declared_dependency()
     providers = metadata.packages_distributions()
     declared = declared_distributions()
     undeclared: dict[str, set[str]] = {}
+    optional = extra_distributions()
     for path in shipped_sources():
+        guarded = optional_imports(path)
         for name in imported_top_level_names(path) - set(sys.stdlib_module_names) - {"rowcast", "__future__"}:
             dists = {_normal(d) for d in providers.get(name, [name])}
-            if not dists & declared:
+            if not dists & declared and not (name in guarded and {_normal(name)} & optional):
                 undeclared.setdefault(name, set()).add(str(path.relative_to(ROOT)))
     assert not undeclared, f"imported but not in [project].dependencies: {undeclared}"
