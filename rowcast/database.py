@@ -7,7 +7,9 @@ import os
 from collections.abc import Iterator
 
 import psycopg
+from alembic.util import CommandError
 from psycopg.conninfo import conninfo_to_dict
+from sqlalchemy.exc import DBAPIError
 
 from rowcast.embedded import EmbeddedPostgres
 from rowcast.errors import ConfigError, RowcastError, Unreachable
@@ -94,9 +96,6 @@ def _reason(exc: psycopg.OperationalError) -> str:
 def migration_errors() -> Iterator[None]:
     """Alembic's failures as rowcast's: an unknown revision, or what Postgres refused (as psycopg
     raised it, for the CLI to say in one line)."""
-    from alembic.util import CommandError
-    from sqlalchemy.exc import DBAPIError
-
     try:
         yield
     except CommandError as exc:

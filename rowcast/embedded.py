@@ -31,6 +31,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import psycopg
+from psycopg import sql
+
 from rowcast.errors import EmbeddedPostgresError
 
 log = logging.getLogger("rowcast.embedded")
@@ -270,9 +273,6 @@ class EmbeddedPostgres:
         trusting = [i for i, line in enumerate(lines) if _TRUST.match(line)]
         if not trusting and self.passfile.exists():
             return
-        import psycopg
-        from psycopg import sql
-
         secret = self.password() if self.passfile.exists() else self._new_password()
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
             conn.execute(
@@ -287,8 +287,6 @@ class EmbeddedPostgres:
             conn.execute("SELECT pg_reload_conf()")
 
     def _ensure_database(self) -> None:
-        import psycopg
-
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
             if not exists:

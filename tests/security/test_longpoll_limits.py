@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -74,9 +75,12 @@ async def test_parallel_long_poll_loops_of_one_token_get_429_and_slow_nobody(
         finally:
             stop.set()
             await asyncio.gather(*loops)
-    # Without the limit every subscribe took 1-2 s here (8-12 s in the report). The median, so a
-    # single scheduling stall of a shared machine (the suite runs in parallel) does not decide.
-    assert sorted(took)[len(took) // 2] < 0.75, took
+    # Without the limit every subscribe took 1-2 s here on a quiet machine, 8-12 s in the report.
+    # The median, so one scheduling stall does not decide. When other test files run beside this
+    # one on the same cores (pytest-xdist), the notifier gets a fraction of a core and only the
+    # report's magnitude can be judged; `pytest -n 1` judges the quiet-machine bound.
+    alone = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) <= 1
+    assert sorted(took)[len(took) // 2] < (0.75 if alone else 5.0), took
     assert statuses[(429, "too_many_longpolls")] > 0 and statuses[(200, "")] > 0, statuses
     assert set(statuses) == {(429, "too_many_longpolls"), (200, "")}, statuses
 
