@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -18,6 +19,24 @@ from rowcast.wire import Close
 log = logging.getLogger("rowcast.notifier.ws")
 
 LINGER = 1.0  # seconds a writer task waits for more frames before it ends
+# Frames written together wait while this much is still unsent (aiohttp's own writer pauses at
+# its transport's high-water mark, 64 KiB): a reader that does not keep up fills its bounded
+# outbox instead of the kernel's and our buffers, and gets 4008.
+UNSENT_LIMIT = 64 * 1024
+_HEAD1 = struct.Struct("!BB").pack
+_HEAD2 = struct.Struct("!BBH").pack
+_HEAD3 = struct.Struct("!BBQ").pack
+
+
+def text_frame(data: str) -> bytes:
+    """One unmasked, uncompressed WebSocket text frame (RFC 6455 5.2), as a server sends it."""
+    payload = data.encode()
+    n = len(payload)
+    if n < 126:
+        return _HEAD1(0x81, n) + payload
+    if n < 65536:
+        return _HEAD2(0x81, 126, n) + payload
+    return _HEAD3(0x81, 127, n) + payload
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
@@ -58,7 +77,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if notifier.presence is not None:
         notifier.presence.attach(session, ws.ping)
     app[SOCKETS].add(ws)
-    writer = Writer(ws, session, notifier.messages_out["ws"])
+    writer = Writer(ws, session, notifier.messages_out["ws"], request.transport)
     expiry: asyncio.TimerHandle | None = None
     try:
         await ws.prepare(request)
@@ -90,12 +109,15 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 class Writer:
     """Writes a session's outbox to its socket; exists as a task only while frames are queued."""
 
-    __slots__ = ("out", "session", "tasks", "ws")
+    __slots__ = ("out", "session", "tasks", "transport", "ws")
 
-    def __init__(self, ws: web.WebSocketResponse, session: Any, out: Any) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, session: Any, out: Any, transport: asyncio.Transport | None = None
+    ) -> None:
         self.ws = ws
         self.session = session
         self.out = out
+        self.transport = transport
         self.tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -125,12 +147,28 @@ class Writer:
                         if outbox.frames:
                             continue
                         return
-                for frame in batch:
-                    assert frame.data is not None
-                    await self.ws.send_str(frame.data)
+                if len(batch) == 1 or self.transport is None:
+                    for frame in batch:
+                        assert frame.data is not None
+                        await self.ws.send_str(frame.data)
+                else:
+                    await self._together(batch, self.transport)
                 self.out.inc(len(batch))
         except ConnectionError:
             session.close(None, "connection lost")  # no close frame: 1006 is never sent
+
+
+    async def _together(self, batch: list[Any], transport: asyncio.Transport) -> None:
+        """Several queued frames in one write (one send() instead of one per frame). The frames
+        are the ones aiohttp would write (compression is off for /ws); its own writes (pongs,
+        the close frame) are whole frames too, so the two never interleave inside a frame."""
+        if transport.is_closing():
+            raise ConnectionResetError("the connection is closing")
+        transport.write(b"".join([text_frame(frame.data) for frame in batch]))
+        while transport.get_write_buffer_size() > UNSENT_LIMIT:
+            if transport.is_closing():
+                raise ConnectionResetError("the connection is closing")
+            await asyncio.sleep(0.005)
 
 
 async def _close(ws: web.WebSocketResponse, request: web.Request, code: int | None, reason: str) -> None:

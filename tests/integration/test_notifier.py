@@ -46,6 +46,26 @@ async def test_insert_reaches_a_websocket_subscriber(notifier: str, aconn: AConn
     assert change["actor"]["app"] == "pytest"
 
 
+async def test_frames_written_together_arrive_whole_and_in_order(notifier: str, aconn: AConn) -> None:
+    """The writer sends the frames queued for a client in one write: small frames and ones with
+    the 16- and 64-bit length headers, from one transaction and many, each intact, in log order."""
+    await aconn.execute("CREATE TABLE pages (id int PRIMARY KEY, body text)")
+    await aconn.execute("SELECT rowcast.enable_capture('pages')")
+    sizes = [10, 200, 70_000, 5, 130, 66_000, 1]
+    async with ws_connect(notifier, max_msg_size=0) as client:
+        assert (await client.subscribe(table="pages"))["type"] == "subscribed"
+        async with aconn.transaction():
+            for n, size in enumerate(sizes):
+                await aconn.execute("INSERT INTO pages VALUES (%s, %s)", (n, "x" * size))
+        for n in range(len(sizes), len(sizes) + 40):
+            await aconn.execute("INSERT INTO pages VALUES (%s, '')", (n,))
+        got = []
+        while len(got) < len(sizes) + 40:
+            frame = await client.until(lambda f: f["type"] == "change")
+            got.append((frame["row"]["id"], len(frame["row"]["body"])))
+    assert got == list(enumerate(sizes)) + [(n, 0) for n in range(len(sizes), len(sizes) + 40)]
+
+
 async def test_checkpoints_follow_changes(notifier: str, aconn: AConn) -> None:
     async with ws_connect(notifier) as client:
         await client.subscribe()
