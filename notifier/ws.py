@@ -137,16 +137,13 @@ class Writer:
                 if outbox.frames:
                     batch = outbox.take()
                 else:
-                    try:
-                        async with asyncio.timeout(LINGER):
-                            batch = await outbox.get()
-                    except TimeoutError:
-                        # A frame queued while the timeout was firing found this task still
-                        # running, so no new writer was started for it: take it now. Nothing
-                        # awaits between this check and the task's end, so none can slip in.
-                        if outbox.frames:
-                            continue
+                    # None: idle for LINGER. A frame queued meanwhile found this task still
+                    # running (no new writer was started for it) and was taken by get_within;
+                    # nothing awaits between its check and the task's end, so none slips in.
+                    waited = await outbox.get_within(LINGER)
+                    if waited is None:
                         return
+                    batch = waited
                 if len(batch) == 1 or self.transport is None:
                     for frame in batch:
                         assert frame.data is not None
