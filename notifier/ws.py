@@ -107,9 +107,16 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 
 class Writer:
-    """Writes a session's outbox to its socket; exists as a task only while frames are queued."""
+    """Writes a session's outbox to its socket.
 
-    __slots__ = ("out", "session", "tasks", "transport", "ws")
+    The common case needs no task: the first frame queued for a client schedules `flush` on the
+    loop, which runs after the rest of the window has been queued and writes everything queued
+    for this client in one write, as a broadcast loop would. A task (`drain`) takes over only
+    while the socket has more than UNSENT_LIMIT unsent (a slow reader), and ends after LINGER
+    seconds without frames.
+    """
+
+    __slots__ = ("out", "scheduled", "session", "tasks", "transport", "ws")
 
     def __init__(
         self, ws: web.WebSocketResponse, session: Any, out: Any, transport: asyncio.Transport | None = None
@@ -118,11 +125,44 @@ class Writer:
         self.session = session
         self.out = out
         self.transport = transport
+        self.scheduled = False
         self.tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
+        """Frames were queued: flush them soon (once per burst, however many were queued)."""
+        if self.scheduled or (self.tasks and not self.tasks[-1].done()):
+            return  # a flush is due, or the draining task will take them
+        if self.transport is None:
+            self._start_task()
+            return
+        self.scheduled = True
+        asyncio.get_running_loop().call_soon(self.flush)
+
+    def _start_task(self) -> None:
         if not self.tasks or self.tasks[-1].done():
             self.tasks[:] = [asyncio.create_task(self.drain(), name="rowcast-ws-writer")]
+
+    def flush(self) -> None:
+        self.scheduled = False
+        session = self.session
+        outbox = session.outbox
+        transport = self.transport
+        if session.closed or not outbox.frames or transport is None:
+            return
+        if self.tasks and not self.tasks[-1].done():
+            return
+        if transport.is_closing():
+            session.close(None, "connection lost")  # no close frame: 1006 is never sent
+            return
+        if transport.get_write_buffer_size() > UNSENT_LIMIT:
+            self._start_task()  # the reader lags: write as it drains, and let the outbox bound it
+            return
+        batch = outbox.take()
+        if batch:
+            transport.write(b"".join([text_frame(frame.data) for frame in batch]))
+            self.out.inc(len(batch))
+        if outbox.frames:  # more than one take's worth: the rest as the socket drains
+            self._start_task()
 
     async def drain(self) -> None:
         """Write queued frames; end after LINGER seconds with nothing to write.

@@ -76,5 +76,5 @@ def _event_loop(settings: Settings) -> asyncio.AbstractEventLoop | None:
         import uvloop  # optional: rowcast[uvloop]
     except ImportError:
         raise RowcastError("ROWCAST_EVENT_LOOP=uvloop needs uvloop: pip install 'rowcast[uvloop]'") from None
-    logging.getLogger("rowcast").info("event loop: uvloop %s", uvloop.__version__)
+    logging.getLogger("rowcast").info("event loop: uvloop")
     return uvloop.new_event_loop()
