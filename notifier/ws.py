@@ -116,7 +116,7 @@ class Writer:
     seconds without frames.
     """
 
-    __slots__ = ("out", "scheduled", "session", "tasks", "transport", "ws")
+    __slots__ = ("loop", "out", "scheduled", "session", "tasks", "transport", "ws")
 
     def __init__(
         self, ws: web.WebSocketResponse, session: Any, out: Any, transport: asyncio.Transport | None = None
@@ -126,6 +126,7 @@ class Writer:
         self.out = out
         self.transport = transport
         self.scheduled = False
+        self.loop = asyncio.get_running_loop()
         self.tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -138,7 +139,7 @@ class Writer:
         self.scheduled = True
         # One callback per burst for every client, not one per client: a Handle per client per
         # change was the notifier's largest allocation, and the collector's runs landed on it.
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         due = _DUE.get(loop)
         if due is None:
             due = _DUE[loop] = []
