@@ -99,15 +99,11 @@ class Outbox:
 
     async def get(self, max_batch: int = 256) -> list[Frame]:
         """Wait for frames and take up to `max_batch` of them (superseded ones skipped)."""
-        while not self.frames and not self.overflowed:
-            self._ready = asyncio.get_running_loop().create_future()
-            try:
-                await self._ready
-            finally:
-                self._ready = None
-        return self.take(max_batch)
+        while (batch := await self.get_within(None, max_batch)) is None:
+            pass  # woken without frames: wait again
+        return batch
 
-    async def get_within(self, linger: float, max_batch: int = 256) -> list[Frame] | None:
+    async def get_within(self, linger: float | None, max_batch: int = 256) -> list[Frame] | None:
         """`get()`, or None when nothing came for `linger` seconds. The expiry is one timer
         callback resolving the same future a frame would: asyncio.timeout() around get() cost the
         WebSocket writer ~12% of the notifier's CPU at 1,000 clients (its Timeout object,
@@ -115,12 +111,13 @@ class Outbox:
         if not self.frames and not self.overflowed:
             loop = asyncio.get_running_loop()
             ready = self._ready = loop.create_future()
-            expiry = loop.call_later(linger, _wake, ready)
+            expiry = None if linger is None else loop.call_later(linger, _wake, ready)
             try:
                 await ready
             finally:
                 self._ready = None
-                expiry.cancel()
+                if expiry is not None:
+                    expiry.cancel()
             if not self.frames and not self.overflowed:
                 # Expired (a frame queued after the expiry but before this line is taken, since
                 # its writer still ran and was not restarted; nothing can slip in after it).

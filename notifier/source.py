@@ -37,7 +37,7 @@ PAGE = 2000  # changes per window page; a 100,000-row statement is read in pages
 
 # Transactions at or after P's xmax are read as a bounded range (queries.sql, window_*): without statistics on the log (before
 # its first ANALYZE) Postgres guesses that an open-ended `xid >= $1` matches a third of the log
-# and walks the whole log in id order on every read; a range it guesses at 0.5% and takes the
+# and reads the whole log on every read; a range it guesses at 0.5% and takes the
 # xid index (tests/integration/test_read_cost.py). The upper bound is never reached: xids do not
 # advance by 2^48 between two reads.
 XMAX_SPAN = 1 << 48

@@ -129,9 +129,13 @@ class Writer:
         self.loop = asyncio.get_running_loop()
         self.tasks: list[asyncio.Task[None]] = []
 
+    @property
+    def _draining(self) -> bool:
+        return bool(self.tasks) and not self.tasks[-1].done()
+
     def start(self) -> None:
         """Frames were queued: flush them soon (once per burst, however many were queued)."""
-        if self.scheduled or (self.tasks and not self.tasks[-1].done()):
+        if self.scheduled or self._draining:
             return  # a flush is due, or the draining task will take them
         if self.transport is None:
             self._start_task()
@@ -147,7 +151,7 @@ class Writer:
         due.append(self)
 
     def _start_task(self) -> None:
-        if not self.tasks or self.tasks[-1].done():
+        if not self._draining:
             self.tasks[:] = [asyncio.create_task(self.drain(), name="rowcast-ws-writer")]
 
     def flush(self) -> None:
@@ -155,9 +159,7 @@ class Writer:
         session = self.session
         outbox = session.outbox
         transport = self.transport
-        if session.closed or not outbox.frames or transport is None:
-            return
-        if self.tasks and not self.tasks[-1].done():
+        if session.closed or not outbox.frames or transport is None or self._draining:
             return
         if transport.is_closing():
             session.close(None, "connection lost")  # no close frame: 1006 is never sent
@@ -167,7 +169,7 @@ class Writer:
             return
         batch = outbox.take()
         if batch:
-            transport.write(b"".join([text_frame(frame.data) for frame in batch]))
+            _write(transport, batch)
             self.out.inc(len(batch))
         if outbox.frames:  # more than one take's worth: the rest as the socket drains
             self._start_task()
@@ -192,28 +194,34 @@ class Writer:
                     if waited is None:
                         return
                     batch = waited
-                if len(batch) == 1 or self.transport is None:
+                if self.transport is None:  # a socket without a transport (unit tests' fakes)
                     for frame in batch:
                         assert frame.data is not None
                         await self.ws.send_str(frame.data)
                 else:
-                    await self._together(batch, self.transport)
+                    await _write_drained(self.transport, batch)
                 self.out.inc(len(batch))
         except ConnectionError:
             session.close(None, "connection lost")  # no close frame: 1006 is never sent
 
 
-    async def _together(self, batch: list[Any], transport: asyncio.Transport) -> None:
-        """Several queued frames in one write (one send() instead of one per frame). The frames
-        are the ones aiohttp would write (compression is off for /ws); its own writes (pongs,
-        the close frame) are whole frames too, so the two never interleave inside a frame."""
+def _write(transport: asyncio.Transport, batch: list[Any]) -> None:
+    """A client's queued frames in one write (one send() instead of one per frame). The frames
+    are the ones aiohttp would write (compression is off for /ws); its own writes (pongs, the
+    close frame) are whole frames too, so the two never interleave inside a frame."""
+    transport.write(b"".join([text_frame(frame.data) for frame in batch]))
+
+
+async def _write_drained(transport: asyncio.Transport, batch: list[Any]) -> None:
+    """`_write`, then wait while more than UNSENT_LIMIT is unsent: a lagging reader's frames
+    stay in its bounded outbox."""
+    if transport.is_closing():
+        raise ConnectionResetError("the connection is closing")
+    _write(transport, batch)
+    while transport.get_write_buffer_size() > UNSENT_LIMIT:
         if transport.is_closing():
             raise ConnectionResetError("the connection is closing")
-        transport.write(b"".join([text_frame(frame.data) for frame in batch]))
-        while transport.get_write_buffer_size() > UNSENT_LIMIT:
-            if transport.is_closing():
-                raise ConnectionResetError("the connection is closing")
-            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.005)
 
 
 # Writers with frames to flush, per event loop (tests run several loops, one per thread).
@@ -226,7 +234,6 @@ def _flush_due(loop: asyncio.AbstractEventLoop) -> None:
             writer.flush()
         except Exception:  # one socket's surprise must not keep the others' frames queued
             log.exception("writing to a WebSocket failed")
-            writer.scheduled = False
             writer.session.close(None, "connection lost")
 
 

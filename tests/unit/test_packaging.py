@@ -33,7 +33,8 @@ def optional_imports(path: Path) -> set[str]:
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Try) and any(
-            isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError") for h in node.handlers
+            isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
+            for h in node.handlers
         ):
             for inner in node.body:
                 if isinstance(inner, ast.Import):
@@ -45,7 +46,7 @@ def extra_distributions() -> set[str]:
     """Distributions of the extras a user installs for a feature (not the test and bench tools)."""
     extras = PYPROJECT["project"]["optional-dependencies"]
     return {
-        _normal(re.split(r"[\s\[<>=!~;]", requirement)[0])
+        _distribution(requirement)
         for name, requirements in extras.items()
         if name not in ("test", "bench")
         for requirement in requirements
@@ -54,7 +55,12 @@ def extra_distributions() -> set[str]:
 
 def declared_distributions() -> set[str]:
     """Runtime requirements as pyproject.toml declares them (not the extras)."""
-    return {_normal(re.split(r"[\s\[<>=!~;]", requirement)[0]) for requirement in PYPROJECT["project"]["dependencies"]}
+    return {_distribution(requirement) for requirement in PYPROJECT["project"]["dependencies"]}
+
+
+def _distribution(requirement: str) -> str:
+    """The normalised distribution name of a requirement ("psycopg[binary]>=3.2" -> "psycopg")."""
+    return _normal(re.split(r"[\s\[<>=!~;]", requirement)[0])
 
 
 def _normal(name: str) -> str:
@@ -64,7 +70,10 @@ def _normal(name: str) -> str:
 def test_the_package_maps_every_folder_under_the_one_name_rowcast() -> None:
     setuptools = PYPROJECT["tool"]["setuptools"]
     assert {package.split(".")[0] for package in setuptools["packages"]} == {"rowcast"}
-    assert set(setuptools["package-dir"]) == {"rowcast", *(f"rowcast.{name}" for name in ("api", "notifier", "db", "web", "deploy"))}
+    assert set(setuptools["package-dir"]) == {
+        "rowcast",
+        *(f"rowcast.{name}" for name in ("api", "notifier", "db", "web", "deploy")),
+    }
     assert not any(folder in ("bench", "tests") for folder in setuptools["package-dir"].values())
 
 
