@@ -63,6 +63,30 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interv
             await asyncio.sleep(interval)
 
 
+_SETTLED = (
+    "SELECT coalesce(max(xid) < pg_snapshot_xmin(pg_current_snapshot()), true) FROM rowcast.changes"
+)
+
+
+def wait_prunable(conn: Any, timeout: float = 60.0) -> None:
+    """Wait until every logged change is older than every running snapshot, so `rowcast.prune` may
+    take it. On a shared server (ROWCAST_TEST_DSN, parallel workers) another test's open
+    transaction holds the cluster's xmin back, and prune rightly keeps what a snapshot may miss."""
+    deadline = time.monotonic() + timeout
+    while not conn.execute(_SETTLED).fetchone()[0]:
+        if time.monotonic() > deadline:
+            raise TimeoutError("a transaction on the server held the xmin back for a minute")
+        time.sleep(0.05)
+
+
+async def await_prunable(aconn: Any, timeout: float = 60.0) -> None:
+    """wait_prunable for an async connection."""
+    async def settled() -> bool:
+        return bool((await (await aconn.execute(_SETTLED)).fetchone())[0])
+
+    await wait_until(settled, timeout=timeout, interval=0.05)
+
+
 async def wait_healthy(base: str, timeout: float = 20.0) -> None:
     async def ok() -> bool:
         try:

@@ -15,6 +15,7 @@ from rowcast.db import capture, migrate
 from rowcast.embedded import binary
 from rowcast.errors import CaptureError
 from tests.pg import ROLE_PASSWORD, Server, as_role
+from tests.servers import wait_prunable
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -231,6 +232,7 @@ def test_prune_removes_old_rows_and_records_the_highest_xid(conn: Conn) -> None:
     conn.execute("UPDATE rowcast.changes SET at = now() - interval '2 days'")
     conn.execute("INSERT INTO books (title) VALUES ('new')")
     old_xid = log(conn)[0]["xid"]
+    wait_prunable(conn)
     removed, pruned = capture.prune(conn, 24 * 3600)
     assert removed == 1 and pruned == old_xid
     assert [r["row"]["title"] for r in log(conn)] == ["new"]
@@ -288,6 +290,7 @@ def test_cli_errors_are_one_line_not_a_traceback(db_url: str, conn: Conn) -> Non
 def test_cli_prune(db_url: str, conn: Conn) -> None:
     conn.execute("INSERT INTO books (title) VALUES ('old')")
     conn.execute("UPDATE rowcast.changes SET at = now() - interval '3 days'")
+    wait_prunable(conn)
     result = rowcast_cli("prune", "--older-than", "24h", url=db_url)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("removed 1 change(s) older than 24h")

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from rowcast.notifier.app import create_app
 
-from tests.servers import serve, settings_for, wait_healthy, ws_connect
+from tests.servers import await_prunable, serve, settings_for, wait_healthy, ws_connect
 
 AConn = psycopg.AsyncConnection[tuple[Any, ...]]
 
@@ -146,6 +146,7 @@ async def test_cursor_older_than_retention_gets_resync_required_everywhere(
         old = (await client.subscribe())["cursor"]
     await aconn.execute("INSERT INTO books (title) VALUES ('soon pruned')")
     await aconn.execute("UPDATE rowcast.changes SET at = now() - interval '3 days'")
+    await await_prunable(aconn)
     await aconn.execute("SELECT rowcast.prune('1 day')")
     async with ws_connect(notifier) as client:
         reply = await client.subscribe(cursor=old)

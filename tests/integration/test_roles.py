@@ -13,7 +13,7 @@ import pytest
 from rowcast.notifier.app import create_app
 
 from tests.pg import ROLE_PASSWORD, as_role
-from tests.servers import serve, settings_for, wait_healthy, wait_until, ws_connect
+from tests.servers import serve, settings_for, wait_healthy, wait_prunable, wait_until, ws_connect
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -115,6 +115,7 @@ async def test_retention_prunes_once_per_round_and_a_least_privilege_role_may_no
 
     conn.execute("INSERT INTO books (title) VALUES ('old'), ('older')")
     conn.execute("UPDATE rowcast.changes SET at = now() - interval '2 days'")
+    wait_prunable(conn)
     async with AsyncConnectionPool(db_url, open=False, kwargs={"autocommit": True}) as pool:
         assert await prune_once(pool, 24 * 3600) == 2
     assert conn.execute("SELECT count(*) FROM rowcast.changes").fetchone() == (0,)

@@ -155,7 +155,9 @@ async def test_metrics_carry_the_gauges_the_alerts_use(db_url: str) -> None:
     assert values["rowcast_retention_seconds"] == 24 * 3600
     assert 0 <= values["rowcast_last_read_age_seconds"] < 5
     assert values["rowcast_log_oldest_age_seconds"] >= 0
-    assert values["rowcast_pg_notification_queue_usage"] == 0
+    # The notification queue is the cluster's: on a shared server (parallel workers) another
+    # test's listener may hold a page of it. The gauge is a fraction; nothing of ours fills it.
+    assert 0 <= values["rowcast_pg_notification_queue_usage"] < 0.01
 
 
 async def test_rowcast_status_prints_tables_and_notifiers(db_url: str) -> None:
