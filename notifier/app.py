@@ -31,7 +31,7 @@ from rowcast.notifier.status import (
     refresh_database_facts,
     status_endpoint,
 )
-from rowcast.notifier.ws import websocket
+from rowcast.notifier.ws import websocket, write_through
 
 from rowcast import hosts
 from rowcast.settings import Settings, redact
@@ -116,6 +116,7 @@ def setup(app: web.Application, settings: Settings) -> None:
             on_failure=lambda part: metrics.failures.labels(part).inc(),
             on_read=health.read_done,
             on_wakeup=metrics.wakeups.inc,
+            write_through=write_through,
         )
         catalog = Catalog(read_pool)
         presence = Presence(

@@ -454,6 +454,10 @@ class Hub:
             if not waiters:
                 del self.waiters[table]
 
+    def checkpoint_due(self) -> bool:
+        """Would a checkpoint queued now go out at once (not on the interval's trailing edge)?"""
+        return self._checkpoint_sent + self.checkpoint_interval <= time.monotonic()
+
     def checkpoint(self, cursor: str) -> None:
         self._checkpoint_pending = cursor
         wait = self._checkpoint_sent + self.checkpoint_interval - time.monotonic()

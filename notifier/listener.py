@@ -17,6 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 
 import psycopg
@@ -48,6 +49,7 @@ class Listener:
         on_failure: Callable[[str], None] | None = None,
         on_read: Callable[[], None] | None = None,
         on_wakeup: Callable[[], None] | None = None,
+        write_through: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> None:
         self.source = source
         self.hub = hub
@@ -61,6 +63,7 @@ class Listener:
         self.on_failure = on_failure
         self.on_read = on_read
         self.on_wakeup = on_wakeup
+        self.write_through = write_through
         self.position: Position | None = None
         self.mode = "notify"
         self.listening = asyncio.Event()  # LISTEN works on a live connection
@@ -204,8 +207,11 @@ class Listener:
             self.hub.checkpoint(str(page.snapshot))
             return
         while True:
+            last = page.events[-1] if page.events and not page.more else None
             for event in page.events:
-                await self._publish(event)
+                # The window's last change is written to each client as it is queued (unless a
+                # checkpoint follows now: it then joins the change in one write per client).
+                await self._publish(event, event is last and not self.hub.checkpoint_due())
             if not page.more:
                 break
             page = await self.source.read(since, page.snapshot, page.events[-1].id, self.page_size)
@@ -219,7 +225,7 @@ class Listener:
         if self.on_read is not None:
             self.on_read()
 
-    async def _publish(self, event: Event) -> None:
+    async def _publish(self, event: Event, through: bool = False) -> None:
         """Fan one change out; every YIELD_EVERY changes let client writers drain their queues.
 
         Without the yield a burst (a 20,000-row statement) is fanned out in one go and a perfectly
@@ -228,7 +234,11 @@ class Listener:
         try:
             if self.on_event is not None:
                 self.on_event(event)
-            self.hub.publish(event)
+            if through:
+                with self.write_through():
+                    self.hub.publish(event)
+            else:
+                self.hub.publish(event)
         except Exception:  # one change that breaks fan-out must not stop the stream
             log.exception("could not fan out change %s of %s.%s", event.id, event.schema, event.table)
             if self.on_failure is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -134,9 +136,15 @@ class Writer:
         return bool(self.tasks) and not self.tasks[-1].done()
 
     def start(self) -> None:
-        """Frames were queued: flush them soon (once per burst, however many were queued)."""
-        if self.scheduled or self._draining:
-            return  # a flush is due, or the draining task will take them
+        """Frames were queued: flush them soon (once per burst, however many were queued), or
+        now while the last change of a window fans out (`write_through`)."""
+        if self._draining:
+            return  # the draining task will take them
+        if self.loop in _THROUGH and self.transport is not None:
+            self.flush()  # with whatever this burst queued before; a due flush then finds none
+            return
+        if self.scheduled:
+            return  # a flush is due
         if self.transport is None:
             self._start_task()
             return
@@ -226,6 +234,26 @@ async def _write_drained(transport: asyncio.Transport, batch: list[Any]) -> None
 
 # Writers with frames to flush, per event loop (tests run several loops, one per thread).
 _DUE: dict[asyncio.AbstractEventLoop, list[Writer]] = {}
+# Loops fanning out the last change of a window: writers write as frames are queued.
+_THROUGH: set[asyncio.AbstractEventLoop] = set()
+
+
+@contextmanager
+def write_through() -> Iterator[None]:
+    """Fan out the last change of a window with each client's frames written as they are queued.
+
+    Deferred to one flush after the fan-out, the first client's write waited for every client's
+    frames to be rendered and queued, and every client's latency carried that loop. Nothing more
+    of the window is coming, so writing now costs no extra write: the same frames in the same
+    writes, each client's sooner (the listener does not use it when a checkpoint follows, so
+    that one still goes out in the same write as the change before it).
+    """
+    loop = asyncio.get_running_loop()
+    _THROUGH.add(loop)
+    try:
+        yield
+    finally:
+        _THROUGH.discard(loop)
 
 
 def _flush_due(loop: asyncio.AbstractEventLoop) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -18,16 +18,32 @@ from rowcast.notifier.testing import InMemoryChangeSource, InMemoryDatabase
 class Recorder:
     """Stands in for the hub: what the listener publishes, checkpoints and resyncs."""
 
-    def __init__(self, explode_on: int | None = None) -> None:
+    def __init__(self, explode_on: int | None = None, checkpoint_due: bool = True) -> None:
         self.events: list[Event] = []
         self.checkpoints: list[str] = []
         self.resyncs: list[str] = []
         self.explode_on = explode_on
+        self.due = checkpoint_due
+        self.through = False  # inside the listener's write_through() block
+        self.written_through: list[int] = []
+
+    @contextlib.contextmanager
+    def write_through(self) -> Iterator[None]:
+        self.through = True
+        try:
+            yield
+        finally:
+            self.through = False
 
     def publish(self, event: Event) -> None:
         if event.id == self.explode_on:
             raise RecursionError("a change fan-out cannot handle")
         self.events.append(event)
+        if self.through:
+            self.written_through.append(event.id)
+
+    def checkpoint_due(self) -> bool:
+        return self.due
 
     def checkpoint(self, cursor: str) -> None:
         self.checkpoints.append(cursor)
@@ -158,6 +174,27 @@ async def test_large_windows_are_read_in_pages_in_id_order(
     assert hub.ids == ids
     assert source.reads == 8  # ceil(50 / 7) pages of one window
     assert len(hub.checkpoints) == 1  # one checkpoint, after the window's last page
+
+
+async def test_only_the_last_change_of_a_window_is_written_through_and_not_before_a_checkpoint(
+    db: InMemoryDatabase, source: InMemoryChangeSource
+) -> None:
+    """Each client's frames go out as the window's last change is queued (nothing more of the
+    window is coming); earlier changes, and a last change a checkpoint follows at once, wait for
+    the one flush after the fan-out, so a client still gets one write per window."""
+    hub = Recorder(checkpoint_due=False)
+    listener = await started(source, hub, page_size=7, write_through=hub.write_through)
+    tx = db.begin()
+    ids = [db.write(tx, "books", i) for i in range(10)]  # two pages
+    db.commit(tx)
+    await listener.read_once()
+    assert hub.ids == ids and hub.written_through == [ids[-1]]
+    hub.due = True
+    tx = db.begin()
+    more = [db.write(tx, "books", i) for i in range(3)]
+    db.commit(tx)
+    await listener.read_once()
+    assert hub.ids == ids + more and hub.written_through == [ids[-1]]
 
 
 async def test_a_change_whose_wake_up_never_came_arrives_by_the_timer(
