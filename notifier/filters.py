@@ -118,7 +118,7 @@ def _predicate(column: str, category: str, op: str, value: Any) -> Predicate:
     return lambda r: (v := _row_value(category, r.get(column))) is not None and _compare(op, v, want)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Filter:
     predicates: tuple[Predicate, ...] = ()
     columns: tuple[str, ...] = ()  # the columns it reads
@@ -138,7 +138,7 @@ class Filter:
     def compile(cls, where: Any, columns: Mapping[str, str]) -> Filter:
         """Validate `where` against `columns` (name -> type category); raises FilterError."""
         if where is None:
-            return cls()
+            return EVERYTHING
         if not isinstance(where, dict):
             raise FilterError("bad_frame", "where must be an object of {column: {operator: value}}")
         predicates: list[Predicate] = []
@@ -156,3 +156,7 @@ class Filter:
         if len(predicates) > MAX_CONDITIONS:
             raise FilterError("bad_frame", f"at most {MAX_CONDITIONS} conditions")
         return cls(tuple(predicates), tuple(where), tuple(columns[c] for c in where))
+
+
+# The filter of a subscription without `where` (immutable: one shared by all of them).
+EVERYTHING = Filter()

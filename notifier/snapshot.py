@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 _FORMAT = re.compile(r"^(\d{1,20}):(\d{1,20}):((?:\d{1,20})(?:,\d{1,20}){0,9999})?$")
 
@@ -18,7 +19,7 @@ class BadCursor(ValueError):
     """The cursor is not one rowcast issued."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     xmin: int
     xmax: int
@@ -26,6 +27,12 @@ class Snapshot:
 
     @classmethod
     def parse(cls, text: str) -> Snapshot:
+        if isinstance(text, str) and len(text) <= _SHARED_LEN:
+            return _parse_shared(text)
+        return cls._parse(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> Snapshot:
         match = _FORMAT.match(text) if isinstance(text, str) and len(text) < 200_000 else None
         if not match:
             raise BadCursor("cursor is malformed")
@@ -80,3 +87,14 @@ class Snapshot:
 def pruned_past(snapshot: Snapshot, pruned_xid: int | None) -> bool:
     """Whether retention may have removed a change this snapshot had not seen."""
     return pruned_xid is not None and not snapshot.sees_all_upto(pruned_xid)
+
+
+# Every subscription keeps the snapshot it started from, and the clients of one moment (a
+# reconnect storm, a page load) start from the same few: they share one immutable object
+# instead of a copy each. Short texts only, so the cache stays small whatever clients send.
+_SHARED_LEN = 200
+
+
+@lru_cache(maxsize=256)
+def _parse_shared(text: str) -> Snapshot:
+    return Snapshot._parse(text)

@@ -51,7 +51,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         max_msg_size=settings.max_frame_bytes,
         protocols=(SUBPROTOCOL,),
         compress=False,
-        # Pings and pongs come to `_read`: each one tells presence the socket lives (a silent one
+        # Pings and pongs come to the read loop below: each one tells presence the socket lives (a silent one
         # loses its presence within ROWCAST_PRESENCE_TIMEOUT, notifier/presence.py).
         autoping=False,
     )
@@ -90,7 +90,41 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             expiry = asyncio.get_running_loop().call_later(
                 max(seconds, 0), session.close, Close.AUTH, "token expired"
             )
-        await _read(ws, notifier, session, tasks)
+        # The handler is the reader (one coroutine frame per idle socket, not two).
+        rate = RateLimiter(notifier.settings.max_client_rate)
+        presence = notifier.presence
+        while True:
+            # receive(), not `async for`: an idle socket then holds one coroutine frame less.
+            msg = await ws.receive()
+            if presence is not None:
+                presence.heard(session)
+            if msg.type == WSMsgType.PING:  # what autoping would do
+                try:
+                    await ws.pong(msg.data)
+                except ConnectionError:
+                    break
+                continue
+            if msg.type == WSMsgType.PONG:
+                continue
+            if msg.type != WSMsgType.TEXT:  # CLOSE, CLOSING, CLOSED, ERROR end the loop
+                if msg.type == WSMsgType.BINARY:
+                    session.send("error", wire.error_frame("bad_frame", "frames must be JSON text"))
+                    continue
+                break
+            if not rate.allow():
+                if rate.violations > 3 * rate.capacity:
+                    session.close(Close.RATE, "too many messages")
+                    break
+                session.send("error", wire.error_frame("rate_limited", "too many messages; slow down"))
+                continue
+            try:
+                await _handle(msg.data, notifier, session, tasks)
+                if presence is not None:  # frames that came while this one was handled wait unread
+                    presence.heard(session)
+            except ProtocolError as exc:
+                session.send("error", exc.frame())
+            except PresenceError as exc:  # marked, so a client tells it from its subscription's errors
+                session.send("error", ProtocolError(exc.code, exc.message, exc.ref).frame(about="presence"))
     finally:
         session.closed = True
         if expiry is not None:
@@ -276,43 +310,6 @@ async def _close(ws: web.WebSocketResponse, request: web.Request, code: int | No
     except (TimeoutError, ConnectionError):
         if request.transport is not None:  # the peer is not reading: give up on it
             request.transport.abort()
-
-
-async def _read(
-    ws: web.WebSocketResponse, notifier: Notifier, session: Any, tasks: list[asyncio.Task[Any]]
-) -> None:
-    limiter = RateLimiter(notifier.settings.max_client_rate)
-    presence = notifier.presence
-    async for msg in ws:
-        if presence is not None:
-            presence.heard(session)
-        if msg.type == WSMsgType.PING:  # what autoping would do
-            try:
-                await ws.pong(msg.data)
-            except ConnectionError:
-                break
-            continue
-        if msg.type == WSMsgType.PONG:
-            continue
-        if msg.type != WSMsgType.TEXT:
-            if msg.type == WSMsgType.BINARY:
-                session.send("error", wire.error_frame("bad_frame", "frames must be JSON text"))
-                continue
-            break
-        if not limiter.allow():
-            if limiter.violations > 3 * limiter.capacity:
-                session.close(Close.RATE, "too many messages")
-                return
-            session.send("error", wire.error_frame("rate_limited", "too many messages; slow down"))
-            continue
-        try:
-            await _handle(msg.data, notifier, session, tasks)
-            if presence is not None:  # frames that came while this one was handled wait unread
-                presence.heard(session)
-        except ProtocolError as exc:
-            session.send("error", exc.frame())
-        except PresenceError as exc:  # marked, so a client tells it from its subscription's errors
-            session.send("error", ProtocolError(exc.code, exc.message, exc.ref).frame(about="presence"))
 
 
 async def _handle(text: str, notifier: Notifier, session: Any, tasks: list[asyncio.Task[Any]]) -> None:

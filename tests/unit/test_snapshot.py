@@ -56,3 +56,14 @@ def test_advanced_sees_exactly_the_union_up_to_the_cut(pair: tuple[Snapshot, Sna
         expected = early.visible(x) or (x <= min(upto, late.xmax - 1) and late.visible(x))
         assert result.visible(x) == expected, (early, late, upto, x)
     assert Snapshot.parse(str(result)) == result
+
+
+def test_subscriptions_starting_from_one_cursor_share_one_snapshot() -> None:
+    """Every subscription keeps its starting snapshot: the clients of one moment share it."""
+    text = "100:105:101,103"
+    assert Snapshot.parse(text) is Snapshot.parse("100:105:101,103")
+    assert Snapshot.parse(text) == Snapshot(100, 105, frozenset({101, 103}))
+    long_text = "1:100000:" + ",".join(str(x) for x in range(2, 2_000, 2))
+    assert len(long_text) > 200 and Snapshot.parse(long_text) is not Snapshot.parse(long_text)
+    with pytest.raises(BadCursor):
+        Snapshot.parse("5:4:")
