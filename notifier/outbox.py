@@ -126,7 +126,10 @@ class Outbox:
 
     def take(self, max_batch: int = 256) -> list[Frame]:
         """Take up to `max_batch` queued frames now (superseded ones skipped)."""
-        taken, self.frames = self.frames[:max_batch], self.frames[max_batch:]
+        if len(self.frames) <= max_batch:  # the common case: all of them, without copying
+            taken, self.frames = self.frames, []
+        else:
+            taken, self.frames = self.frames[:max_batch], self.frames[max_batch:]
         batch: list[Frame] = []
         for frame in taken:
             if frame.key is not None and self.pending_rows.get(frame.key) is frame:
