@@ -27,7 +27,8 @@ import psycopg
 
 from rowcast.embedded import EmbeddedPostgres, free_port
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# ROWCAST_BENCH_RESULTS: somewhere else (the CI smoke run writes to a temp folder, not the checkout).
+RESULTS = Path(os.environ.get("ROWCAST_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 HOST = "127.0.0.1"
 LATENCY_BUCKET = 1e-4  # latency histograms count in 0.1 ms buckets
 

@@ -55,7 +55,10 @@ def main() -> None:
     )
     parser.add_argument("--size", type=int, default=10_000, help="characters in the value (default 10000)")
     parser.add_argument("--repeat", type=int, default=20, help="matches per row (default 20)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1,000 characters, 2 matches")
     args = parser.parse_args()
+    if args.quick:
+        args.size, args.repeat = 1_000, 2
     print(f"| pattern | why it is here | value ({args.size} characters) | best ms | median ms | < 1 ms |")
     print("|---|---|---|---|---|---|")
     worst = 0.0

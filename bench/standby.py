@@ -95,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--postgres", choices=sorted(BIN_DIRS), default="18-embedded")
     parser.add_argument("--name", default="standby")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 20 commits, one round")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.commits, args.rounds, args.name = 20, 1, "standby-quick"
     bin_dir = BIN_DIRS[args.postgres]
     why = missing(bin_dir)
     if why:
