@@ -32,6 +32,17 @@ def is_presence(frame: dict[str, Any]) -> bool:
     return frame["type"] == "presence"
 
 
+# A presence frame is a state, and the same state may come twice: the snapshot a subscription gets
+# as it goes live (Presence.welcome) can cross the live announcement of the same row. Tests that
+# wait for a change of state wait for that state, not for the next presence frame.
+def withdrawn(frame: dict[str, Any]) -> bool:
+    return is_presence(frame) and frame["state"] is None
+
+
+def announced(frame: dict[str, Any]) -> bool:
+    return is_presence(frame) and frame["state"] is not None
+
+
 async def add_book(conn: AConn, title: str, owner: str | None = None) -> int:
     cur = await conn.execute("INSERT INTO books (title, owner) VALUES (%s, %s) RETURNING id", (title, owner))
     row = await cur.fetchone()
@@ -84,7 +95,7 @@ async def test_presence_reaches_another_socket_and_goes_when_it_closes(notifier:
             assert isinstance(seen["session"], str) and seen["since"]
             assert await quiet(editor, 0.8) == [], "a socket is never told of its own presence"
         started = time.monotonic()
-        gone = await viewer.until(is_presence, timeout=5.0)
+        gone = await viewer.until(withdrawn, timeout=5.0)
     assert gone["state"] is None and gone["session"] == seen["session"] and gone["pk"] == {"id": book}
     assert time.monotonic() - started < 2.0
 
@@ -99,7 +110,7 @@ async def test_a_new_subscription_gets_the_presence_already_there(notifier: str,
         seen = await late.until(is_presence, timeout=2.0)
         assert (seen["ref"], seen["who"], seen["state"]) == ("l", "Bo", "viewing")
         await editor.send(type="presence", ref="e", pk={"id": book}, state=None)
-        gone = await late.until(is_presence, timeout=2.0)
+        gone = await late.until(withdrawn, timeout=2.0)
     assert gone["state"] is None
 
 
@@ -199,7 +210,7 @@ async def test_presence_crosses_two_notifier_processes_and_expires_when_one_dies
             await editor.send(type="presence", ref="e", pk={"id": book}, state="editing", name="Ann")
             seen = await viewer.until(is_presence, timeout=2.0)
             assert (seen["who"], seen["state"]) == ("Ann", "editing")
-        gone = await viewer.until(is_presence, timeout=3.0)
+        gone = await viewer.until(withdrawn, timeout=3.0)
         assert gone["state"] is None, "a closed socket's presence goes at once, across processes"
 
         # A notifier that dies cleans nothing up: its presence expires.
@@ -209,7 +220,7 @@ async def test_presence_crosses_two_notifier_processes_and_expires_when_one_dies
         await viewer.until(lambda f: is_presence(f) and f["state"] == "viewing", timeout=2.0)
         first.process.kill()
         started = time.monotonic()
-        gone = await viewer.until(is_presence, timeout=8.0)
+        gone = await viewer.until(withdrawn, timeout=8.0)
     assert gone["state"] is None and time.monotonic() - started < 5.0
 
 
@@ -241,7 +252,7 @@ async def test_the_python_client_announces_and_hears_presence(notifier: str, aco
             (entry,) = presence.others({"id": book})
             assert (entry.who, entry.state) == ("Raw", "viewing") and heard
             await presence.announce({"id": book}, None)
-            gone = await other.until(is_presence, timeout=2.0)
+            gone = await other.until(withdrawn, timeout=2.0)
             assert gone["state"] is None
     finally:
         task.cancel()
@@ -264,10 +275,10 @@ async def test_presence_follows_a_row_out_of_and_back_into_a_scoped_view(
         await carol.send(type="presence", ref="c", pk={"id": book}, state="editing")
         assert (await alice.until(is_presence, timeout=2.0))["state"] == "editing"
         await aconn.execute("UPDATE books SET owner = 'bob' WHERE id = %s", (book,))
-        gone = await alice.until(is_presence, timeout=2.0)
+        gone = await alice.until(withdrawn, timeout=2.0)
         assert gone["state"] is None and gone["pk"] == {"id": book}
         await aconn.execute("UPDATE books SET owner = 'alice' WHERE id = %s", (book,))
-        back = await alice.until(is_presence, timeout=2.0)
+        back = await alice.until(announced, timeout=2.0)
         assert (back["state"], back["who"]) == ("editing", "carol")
 
 
@@ -322,13 +333,13 @@ async def test_a_silently_dropped_announcers_presence_goes_within_seconds(
             assert await quiet(viewer, 4.5) == []
             os.kill(child.pid, signal.SIGSTOP)
             started = time.monotonic()
-            gone = await viewer.until(is_presence, timeout=8.0)
+            gone = await viewer.until(withdrawn, timeout=8.0)
             elapsed = time.monotonic() - started
             assert gone["state"] is None and gone["session"] == seen["session"]
             assert elapsed < 5.0, f"presence of a silent connection went after {elapsed:.1f}s"
             # It wakes up (the socket was never closed): its presence comes back.
             os.kill(child.pid, signal.SIGCONT)
-            back = await viewer.until(is_presence, timeout=5.0)
+            back = await viewer.until(announced, timeout=5.0)
             assert (back["session"], back["state"], back["pk"]) == (seen["session"], "editing", {"id": book})
         finally:
             child.kill()
@@ -355,13 +366,13 @@ async def test_presence_of_a_frozen_notifier_expires_on_the_other(db_url: str, a
         first.process.proc.send_signal(signal.SIGSTOP)
         try:
             started = time.monotonic()
-            gone = await viewer.until(is_presence, timeout=8.0)
+            gone = await viewer.until(withdrawn, timeout=8.0)
             elapsed = time.monotonic() - started
         finally:
             first.process.proc.send_signal(signal.SIGCONT)
         assert gone["state"] is None and elapsed < 5.0, elapsed
         # Thawed, it renews its sessions' presence: back for the viewer.
-        back = await viewer.until(is_presence, timeout=5.0)
+        back = await viewer.until(announced, timeout=5.0)
         assert (back["who"], back["state"]) == ("Ann", "viewing")
 
 
@@ -398,7 +409,7 @@ async def test_presence_follows_a_row_whose_key_changes(db_url: str, aconn: ACon
         assert await quiet(viewer, 1.0) == []
         # The announcer still names the old key: that withdraws the presence where it is now.
         await editor.send(type="presence", ref="e", pk={"id": book}, state=None)
-        gone = await viewer.until(is_presence, timeout=2.0)
+        gone = await viewer.until(withdrawn, timeout=2.0)
         assert (gone["pk"], gone["state"]) == ({"id": new_id}, None)
         # Moved again; then a new row takes the old key: announcing that key names the new row
         # (no longer an alias of the moved one).
@@ -440,7 +451,7 @@ async def test_the_python_client_follows_its_presence_to_a_rows_new_key(notifier
             # Code that still names the old key means the row: the client withdraws the new key.
             await presence.announce({"id": book}, None)
             assert presence.mine == {} and presence.moved == {}
-            gone = await other.until(is_presence, timeout=2.0)
+            gone = await other.until(withdrawn, timeout=2.0)
             assert (gone["pk"], gone["state"]) == ({"id": new_id}, None)
     finally:
         task.cancel()
@@ -540,12 +551,12 @@ async def test_presence_goes_when_the_network_path_black_holes(notifier: str, ac
         seen = await viewer.until(is_presence, timeout=2.0)
         hole.flowing.clear()
         started = time.monotonic()
-        gone = await viewer.until(is_presence, timeout=8.0)
+        gone = await viewer.until(withdrawn, timeout=8.0)
         elapsed = time.monotonic() - started
         assert gone["state"] is None and gone["session"] == seen["session"]
         assert elapsed < 5.0, f"presence behind a black hole went after {elapsed:.1f}s"
         hole.flowing.set()
-        back = await viewer.until(is_presence, timeout=3.0)
+        back = await viewer.until(announced, timeout=3.0)
         assert (back["session"], back["state"]) == (seen["session"], "editing")
         reading.cancel()
         await asyncio.gather(reading, return_exceptions=True)
