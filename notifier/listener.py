@@ -234,10 +234,7 @@ class Listener:
         try:
             if self.on_event is not None:
                 self.on_event(event)
-            if through:
-                with self.write_through():
-                    self.hub.publish(event)
-            else:
+            with self.write_through() if through else nullcontext():
                 self.hub.publish(event)
         except Exception:  # one change that breaks fan-out must not stop the stream
             log.exception("could not fan out change %s of %s.%s", event.id, event.schema, event.table)

@@ -51,8 +51,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         max_msg_size=settings.max_frame_bytes,
         protocols=(SUBPROTOCOL,),
         compress=False,
-        # Pings and pongs come to the read loop below: each one tells presence the socket lives (a silent one
-        # loses its presence within ROWCAST_PRESENCE_TIMEOUT, notifier/presence.py).
+        # Pings and pongs come to the read loop below: each one tells presence the socket lives
+        # (a silent one loses its presence within ROWCAST_PRESENCE_TIMEOUT, notifier/presence.py).
         autoping=False,
     )
     if not ws.can_prepare(request).ok:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from rowcast import wire
 from rowcast.settings import Settings
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
@@ -129,13 +130,8 @@ def host_middleware(settings: Settings) -> Middleware:
     allowed = policy(settings)
 
     async def refuse() -> web.StreamResponse:
-        return web.json_response(
-            {
-                "error": "host_not_allowed",
-                "message": "this server does not answer that Host name (ROWCAST_ALLOWED_HOSTS)",
-            },
-            status=403,
-        )
+        message = "this server does not answer that Host name (ROWCAST_ALLOWED_HOSTS)"
+        return web.json_response(wire.error("host_not_allowed", message), status=403)
 
     # Not a coroutine: it returns the handler's own awaitable, so a request that lives for hours (a
     # WebSocket) holds no frame of ours; a suspended middleware coroutine cost ~0.5 KB per client.
