@@ -25,7 +25,7 @@ from rowcast.notifier.replay import Pool
 from rowcast.notifier.source import PgChangeSource
 
 from tests.pg import ROLE_PASSWORD, as_role
-from tests.servers import WsClient, serve, settings_for, ws_connect
+from tests.servers import WsClient, await_prunable, serve, settings_for, ws_connect
 
 AConn = psycopg.AsyncConnection[tuple[Any, ...]]
 
@@ -295,6 +295,7 @@ async def test_a_change_pruned_before_the_notifier_read_it_gets_resync_required(
         await aconn.execute("SELECT rowcast.enable_capture('notes')")
         await aconn.execute("INSERT INTO notes VALUES (1, %s)", ("x" * 10_000,))
         await aconn.execute("UPDATE rowcast.changes SET at = now() - interval '3 days'")
+        await await_prunable(aconn)  # another test's transaction may hold the cluster's xmin back
         await aconn.execute("SELECT * FROM rowcast.prune('0 seconds')")
         await listener.read_once()
         assert [reason for reason, _ in resyncs] == ["cursor_expired"]
